@@ -1,0 +1,30 @@
+# Two entry points that work on a fresh machine (Python 3.11, CPU):
+#   make main   set up, then run the main job (quick profile)
+#   make test   set up, then run the default test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup main test test-slow bench clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first so no CUDA build is pulled in by a dependency.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+main: $(STAMP)
+	$(VENV)/bin/convtheory demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

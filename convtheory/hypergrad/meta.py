@@ -1,0 +1,367 @@
+"""Meta-gradients of optimization-based meta-learning, vectorized over tasks and compiled once per configuration.
+
+For B tasks with support data :math:`S_i` and query data :math:`D_i`, N inner gradient steps with step alpha
+from the shared initialisation theta,
+
+.. math::  w^i_0=\\theta,\\quad w^i_{t+1}=w^i_t-\\alpha\\nabla\\ell(w^i_t;S_i),\\qquad
+           \\mathcal L(\\theta)=\\frac1B\\sum_i \\ell^{q}(w^i_N(\\theta);D_i).
+
+Methods (all return the average over tasks, in the shape of ``params``):
+
+- ``"maml"``: exact :math:`\\nabla\\mathcal L`, second order through all N steps (Finn et al. 2017; Ji, Yang,
+  Liang 2022): :math:`\\prod_{t=0}^{N-1}(I-\\alpha\\nabla^2\\ell(w^i_t;S_i))\\,\\nabla\\ell^q(w^i_N;D_i)`.
+- ``"fomaml"``: first-order MAML, :math:`\\nabla\\ell^q(w^i_N;D_i)` (the product of Jacobians dropped).
+- ``"hfmaml"``: Hessian-free MAML (Fallah, Mokhtari, Ozdaglar 2020, extended to N steps): the backward
+  recursion :math:`v\\leftarrow v-\\alpha\\,[\\nabla\\ell(w_t+\\delta v)-\\nabla\\ell(w_t-\\delta v)]/(2\\delta)`.
+  Exact on quadratic tasks for every delta; on smooth losses the error is :math:`O(\\delta^2)`.
+- ``"reptile"``: Nichol et al. 2018's direction :math:`(\\theta-\\bar w_N)/\\alpha`, with :math:`\\bar w_N` the mean of
+  the adapted points on the support data (the query data are unused). For N = 1 it is the joint-training
+  gradient; the update :math:`\\theta\\leftarrow\\theta-\\varepsilon\\alpha g` is Reptile's interpolation.
+- ``"imaml"``: implicit MAML (Rajeswaran et al. 2019): N GD steps on the proximal inner problem
+  :math:`\\ell(\\phi;S_i)+\\frac\\lambda2\\|\\phi-\\theta\\|^2` from :math:`\\phi=\\theta`, then ``cg_steps`` = Q steps of
+  conjugate gradients on :math:`(I+\\nabla^2\\ell(\\phi;S_i)/\\lambda)g_i=\\nabla\\ell^q(\\phi;D_i)` (THEORY.md §1.4).
+- ``"anil"``: MAML where only the parameters named in ``inner_params`` adapt (Raghu et al. 2020); exact second
+  order through the head's steps. With every name adapting it equals ``"maml"``.
+
+Oracle accounting, per task and summed over the B tasks (``EngineInfo.oracle``): an inner step is one gradient;
+the query gradient is one gradient; back-propagating through an inner step is one Hessian-vector product.
+So maml and anil: grad = B(N+1), hvp = BN; fomaml: grad = B(N+1); hfmaml: grad = B(N+1) + 2BN (finite
+differences replace the BN Hessian-vector products); reptile: grad = BN; imaml: grad = B(N+1), hvp = BQ.
+
+Compilation: the whole meta-gradient (vmap over tasks, the inner loop, the outer gradient) is one function;
+under the default policy ``"auto"`` the first call with a configuration runs eagerly and the second compiles it
+with ``torch.compile`` and caches it per (loss, method, N, options, shapes, dtypes). iMAML stays eager under
+``"auto"`` (its CG loop of nested reverse passes compiles for over a minute); ``"always"`` compiles it too. The step size alpha is a
+tensor input, so a new alpha, new parameter values or new data reuse the compiled function.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch.func import grad, vmap
+
+from ..tree import leaves, tree_dot, tree_map, tree_zeros_like
+from ..types import (
+    EngineInfo,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LossFn,
+    OracleCount,
+    check_choice,
+    check_int,
+    check_positive,
+)
+
+METHODS = ("maml", "fomaml", "hfmaml", "reptile", "imaml", "anil")
+COMPILE_POLICIES = ("auto", "always", "never")
+
+
+# ------------------------------------------------------------------------------------------ per-task maths
+def _sgd(params, g, alpha, names=None):
+    """One GD step, on every leaf or (ANIL) only on the named leaves of a dict."""
+    if isinstance(params, dict):
+        return {k: (v - alpha * g[k]) if names is None or k in names else v for k, v in params.items()}
+    return params - alpha * g
+
+
+def _restrict(params, names):
+    """ANIL: the inner loss as a function of the adapted leaves only."""
+    return {k: params[k] for k in names}
+
+
+def _adapt(loss, params, support, alpha, N, names=None):
+    """N inner GD steps on ``loss(., support)``; differentiable (graph kept) when called under a transform."""
+    if names is None:
+        step_grad = grad(loss)
+        for _ in range(N):
+            params = _sgd(params, step_grad(params, support), alpha)
+        return params
+    fixed = {k: v for k, v in params.items() if k not in names}
+    head_loss = lambda head, data: loss({**fixed, **head}, data)  # noqa: E731
+    head = _restrict(params, names)
+    step_grad = grad(head_loss)
+    for _ in range(N):
+        head = _sgd(head, step_grad(head, support), alpha)
+    return {**params, **head}
+
+
+def _tree_axpy(a, x, y):
+    """a * x + y over tensors or dicts."""
+    return tree_map(lambda u, v: a * u + v, x, y)
+
+
+def _task_fn(method: str, loss: LossFn, qloss: LossFn, N: int, names, opts: dict) -> Callable:
+    """The per-task function (params, support, query, alpha) -> (direction, adapted params) of a method.
+
+    For ``maml``/``anil`` the direction is the task's meta-loss; the caller differentiates the task mean.
+    """
+    if method in ("maml", "anil"):
+        def task(params, support, query, alpha):
+            adapted = _adapt(loss, params, support, alpha, N, names)
+            return qloss(adapted, query), adapted
+        return task
+
+    if method == "fomaml":
+        def task(params, support, query, alpha):
+            adapted = _adapt(loss, params, support, alpha, N)
+            return grad(qloss)(adapted, query), adapted
+        return task
+
+    if method == "reptile":
+        def task(params, support, query, alpha):
+            adapted = _adapt(loss, params, support, alpha, N)
+            return tree_map(lambda p, w: (p - w) / alpha, params, adapted), adapted
+        return task
+
+    if method == "hfmaml":
+        delta = opts["delta"]
+
+        def task(params, support, query, alpha):
+            g = grad(loss)
+            iterates = [params]
+            for _ in range(N):
+                iterates.append(_sgd(iterates[-1], g(iterates[-1], support), alpha))
+            v = grad(qloss)(iterates[-1], query)
+            for w in reversed(iterates[:-1]):
+                plus = g(_tree_axpy(delta, v, w), support)
+                minus = g(_tree_axpy(-delta, v, w), support)
+                v = _tree_axpy(-alpha / (2 * delta), _tree_axpy(-1.0, minus, plus), v)
+            return v, iterates[-1]
+        return task
+
+    if method == "imaml":
+        lam, Q = opts["lam"], opts["cg_steps"]
+
+        def prox(phi, data, theta):
+            diff = _tree_axpy(-1.0, theta, phi)
+            return loss(phi, data) + 0.5 * lam * tree_dot(diff, diff)
+
+        def task(params, support, query, alpha):
+            theta = params
+            phi = params
+            gp = grad(prox)
+            for _ in range(N):
+                phi = _sgd(phi, gp(phi, support, theta), alpha)
+            rhs = grad(qloss)(phi, query)
+            gl = grad(loss)
+
+            def matvec(v):  # (I + H/lam) v; reverse-over-reverse HVP (jvp under vmap breaks torch.compile)
+                hv = grad(lambda q: tree_dot(gl(q, support), v))(phi)
+                return _tree_axpy(1.0 / lam, hv, v)
+
+            x = tree_zeros_like(rhs)
+            r = rhs
+            p = r
+            rs = tree_dot(r, r)
+            for _ in range(Q):
+                Ap = matvec(p)
+                denom = tree_dot(p, Ap)
+                a = rs / torch.where(denom == 0, torch.ones_like(denom), denom)
+                x = _tree_axpy(a, p, x)
+                r = _tree_axpy(-a, Ap, r)
+                rs_new = tree_dot(r, r)
+                p = _tree_axpy(rs_new / torch.where(rs == 0, torch.ones_like(rs), rs), p, r)
+                rs = rs_new
+            return x, phi
+        return task
+
+    raise AssertionError(method)
+
+
+
+
+def _build(method: str, loss: LossFn, qloss: LossFn, N: int, names, opts: dict) -> Callable:
+    """The whole meta-gradient as one pure function (params, support, query, alpha) -> (mg, adapted)."""
+    task = _task_fn(method, loss, qloss, N, names, opts)
+    batched = vmap(task, in_dims=(None, 0, 0, None))
+
+    if method in ("maml", "anil"):
+        def meta_loss(params, support, query, alpha):
+            values, adapted = batched(params, support, query, alpha)
+            return values.mean(), adapted
+
+        g = grad(meta_loss, has_aux=True)
+
+        def full(params, support, query, alpha):
+            return g(params, support, query, alpha)
+        return full
+
+    def full(params, support, query, alpha):
+        directions, adapted = batched(params, support, query, alpha)
+        return tree_map(lambda d: d.mean(0), directions), adapted
+    return full
+
+
+# ------------------------------------------------------------------------------------------------- caching
+_CACHE: "OrderedDict[tuple, list]" = OrderedDict()
+_CACHE_SIZE = 64
+_policy = os.environ.get("CONVTHEORY_COMPILE", "auto")
+
+
+def set_compile_policy(policy: str) -> str:
+    """Set when meta-gradients are compiled: ``"auto"`` (from the second call of a configuration on),
+    ``"always"`` (from the first) or ``"never"`` (eager only). Returns the previous policy.
+    The environment variable ``CONVTHEORY_COMPILE`` sets the initial value."""
+    global _policy
+    check_choice("policy", policy, COMPILE_POLICIES)
+    old, _policy = _policy, policy
+    return old
+
+
+def clear_cache() -> None:
+    """Forget every cached (compiled or eager) meta-gradient function."""
+    _CACHE.clear()
+
+
+def cache_info() -> dict[str, int]:
+    """Number of cached configurations and how many of them are compiled."""
+    return {"entries": len(_CACHE), "compiled": sum(1 for v in _CACHE.values() if v[2])}
+
+
+def _signature(tree) -> tuple:
+    if isinstance(tree, dict):
+        return ("dict",) + tuple((k, _signature(v)) for k, v in tree.items())
+    if isinstance(tree, (tuple, list)):
+        return (type(tree).__name__,) + tuple(_signature(v) for v in tree)
+    if isinstance(tree, torch.Tensor):
+        return (tuple(tree.shape), tree.dtype, tree.device.type)
+    raise InvalidTypeError(f"data leaves must be tensors, got {type(tree).__name__}")
+
+
+def _get_fn(key: tuple, builder: Callable, compile_mode: str):
+    entry = _CACHE.get(key)
+    if entry is None:
+        entry = [builder(), 0, None]  # eager fn, calls, compiled fn
+        _CACHE[key] = entry
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    entry[1] += 1
+    # iMAML's CG loop of nested reverse passes takes inductor minutes to compile: eager unless "always".
+    want = compile_mode == "always" or (compile_mode == "auto" and entry[1] >= 2 and key[2] != "imaml")
+    if want and entry[2] is None:
+        entry[2] = torch.compile(entry[0], dynamic=False)
+    return entry[2] if want else entry[0]
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def _num_tasks(data, what: str) -> int:
+    counts = {int(t.shape[0]) for t in _tensor_leaves(data, what)}
+    if len(counts) != 1:
+        raise InvalidArgumentError(f"{what} tensors disagree on the task axis (axis 0): sizes {sorted(counts)}")
+    return counts.pop()
+
+
+def _tensor_leaves(data, what: str) -> list:
+    if isinstance(data, torch.Tensor):
+        if data.dim() == 0:
+            raise InvalidArgumentError(f"{what} needs a leading task axis; got a 0-d tensor")
+        return [data]
+    if isinstance(data, dict):
+        return [t for v in data.values() for t in _tensor_leaves(v, what)]
+    if isinstance(data, (tuple, list)):
+        return [t for v in data for t in _tensor_leaves(v, what)]
+    raise InvalidTypeError(f"{what} must be a tensor, or a tuple or dict of tensors; got {type(data).__name__}")
+
+
+def _check_params(params):
+    if isinstance(params, torch.Tensor):
+        return params.detach()
+    if isinstance(params, dict) and params and all(isinstance(v, torch.Tensor) for v in params.values()):
+        return {k: v.detach() for k, v in params.items()}
+    raise InvalidTypeError(f"params must be a tensor or a non-empty dict of tensors; got {type(params).__name__}")
+
+
+# -------------------------------------------------------------------------------------------------- public
+def meta_gradient(
+    loss: LossFn,
+    params,
+    support,
+    query,
+    *,
+    method: str = "maml",
+    inner_steps: int = 1,
+    inner_lr: float | torch.Tensor = 0.01,
+    query_loss: LossFn | None = None,
+    inner_params: tuple[str, ...] | None = None,
+    lam: float | None = None,
+    cg_steps: int | None = None,
+    delta: float = 1e-4,
+    compile: str | None = None,
+):
+    """Meta-gradient of N-step meta-learning averaged over B tasks, and an :class:`EngineInfo`.
+
+    ``loss(params, data) -> scalar`` is one task's loss; ``support`` and ``query`` stack B tasks on axis 0 (a
+    tensor, or a tuple or dict of tensors). ``method`` is one of ``METHODS`` (see the module docstring);
+    ``inner_steps`` is N >= 0, ``inner_lr`` is alpha > 0; ``query_loss`` defaults to ``loss``; ``inner_params``
+    names the adapted leaves for ``"anil"``; ``lam`` and ``cg_steps`` (Q) are iMAML's regulariser and CG steps;
+    ``delta`` is HF-MAML's finite-difference radius; ``compile`` overrides the compile policy for this call.
+    Returns ``(mg, info)``: ``mg`` in the shape of ``params``; ``info.inner`` the adapted parameters (task axis
+    first); ``info.oracle`` the oracle calls (module docstring).
+
+    >>> import torch
+    >>> A = torch.eye(2, dtype=torch.float64).expand(3, 2, 2)  # 3 tasks, loss 0.5 w^T A w
+    >>> loss = lambda w, A: 0.5 * w @ A @ w
+    >>> mg, info = meta_gradient(loss, torch.ones(2, dtype=torch.float64), A, A, inner_steps=2, inner_lr=0.5)
+    >>> mg  # (1 - 0.5)^4 * w
+    tensor([0.0625, 0.0625], dtype=torch.float64)
+    """
+    if not callable(loss):
+        raise InvalidTypeError(f"loss must be callable loss(params, data) -> scalar; got {type(loss).__name__}")
+    method = check_choice("method", method, METHODS)
+    N = check_int("inner_steps", inner_steps, minimum=0)
+    if isinstance(inner_lr, torch.Tensor):
+        if inner_lr.numel() != 1:
+            raise InvalidArgumentError(f"inner_lr must be a scalar; got a tensor of shape {tuple(inner_lr.shape)}")
+        check_positive("inner_lr", inner_lr.item())
+    else:
+        check_positive("inner_lr", inner_lr)
+    params = _check_params(params)
+    B = _num_tasks(support, "support")
+    Bq = _num_tasks(query, "query")
+    if B != Bq:
+        raise InvalidArgumentError(f"support has {B} tasks but query has {Bq}; they must match (axis 0)")
+    qloss = query_loss if query_loss is not None else loss
+    if query_loss is not None and not callable(query_loss):
+        raise InvalidTypeError(f"query_loss must be callable; got {type(query_loss).__name__}")
+
+    opts: dict[str, Any] = {}
+    names = None
+    if method == "anil":
+        if not isinstance(params, dict):
+            raise InvalidTypeError("method='anil' needs params as a dict of named tensors")
+        if not inner_params:
+            raise InvalidArgumentError(f"method='anil' needs inner_params, a non-empty subset of {sorted(params)}")
+        unknown = [n for n in inner_params if n not in params]
+        if unknown:
+            raise InvalidArgumentError(f"inner_params {unknown} are not parameter names; valid: {sorted(params)}")
+        names = tuple(n for n in params if n in set(inner_params))
+    if method == "imaml":
+        opts["lam"] = check_positive("lam", 1.0 if lam is None else lam)
+        opts["cg_steps"] = check_int("cg_steps", 10 if cg_steps is None else cg_steps, minimum=0)
+    if method == "hfmaml":
+        opts["delta"] = check_positive("delta", delta)
+    policy = _policy if compile is None else check_choice("compile", compile, COMPILE_POLICIES)
+
+    ref = leaves(params)[0]
+    alpha = torch.as_tensor(inner_lr, dtype=ref.dtype, device=ref.device).detach().reshape(())
+    key = (loss, qloss, method, N, names, tuple(sorted(opts.items())),
+           _signature(params), _signature(support), _signature(query))
+    fn = _get_fn(key, functools.partial(_build, method, loss, qloss, N, names, opts), policy)
+    mg, adapted = fn(params, support, query, alpha)
+
+    oracle = {
+        "maml": OracleCount(grad=B * (N + 1), hvp=B * N),
+        "anil": OracleCount(grad=B * (N + 1), hvp=B * N),
+        "fomaml": OracleCount(grad=B * (N + 1)),
+        "hfmaml": OracleCount(grad=B * (N + 1) + 2 * B * N),
+        "reptile": OracleCount(grad=B * N),
+        "imaml": OracleCount(grad=B * (N + 1), hvp=B * opts.get("cg_steps", 0)),
+    }[method]
+    return mg, EngineInfo(oracle=oracle, inner=adapted, extra={"num_tasks": B, "method": method})
