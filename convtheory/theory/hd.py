@@ -1,0 +1,82 @@
+"""Hypergradient descent on step sizes: the fixed points it drifts toward on quadratics.
+
+SGD-HD (Baydin et al., ICLR 2018) moves alpha along h_t = g_t^T g_{t-1}, which is zero when consecutive gradients
+are orthogonal, i.e. at the exact line-search step. Alpha-MAML (Behl, Baydin, Torr, 2019) applies the same rule
+to MAML's inner step; on quadratic tasks the post-adaptation loss is quadratic in alpha. THEORY.md §12 and
+§14 items 26-27 [derived].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import InvalidArgumentError
+from . import _validate as v
+
+__all__ = ["hd_line_search_step", "hd_hypergradient", "alpha_maml_optimal_step"]
+
+
+def hd_line_search_step(g, H) -> float:
+    """Exact line-search step along a gradient g of a quadratic with SPD Hessian H: alpha = g^T g / g^T H g.
+
+    At this alpha the next gradient is orthogonal to g (the SGD-HD fixed point); it lies in [1/L, 1/mu] for
+    spec(H) in [mu, L].
+
+    Reference: THEORY.md §12.1, §14 item 26 [derived]. Constants: exact.
+
+    >>> hd_line_search_step([1.0, 0.0], [[2.0, 0.0], [0.0, 5.0]])
+    0.5
+    """
+    g = v.vector("g", g)
+    H = v.sym_matrix("H", H)
+    if H.shape[0] != g.shape[0]:
+        raise InvalidArgumentError(f"H has shape {H.shape}; it must be ({g.shape[0]}, {g.shape[0]})")
+    if np.linalg.eigvalsh(H)[0] <= 0:
+        raise InvalidArgumentError("H is not positive definite; its eigenvalues must be > 0")
+    gg = float(g @ g)
+    if gg == 0.0:
+        raise InvalidArgumentError("g = 0 is invalid; the line-search step needs a nonzero gradient")
+    return gg / float(g @ H @ g)
+
+
+def hd_hypergradient(g_t, g_prev) -> float:
+    """Derivative of f(theta_t) in alpha for theta_t = theta_{t-1} - alpha g_{t-1}: -g_t^T g_{t-1}.
+
+    SGD-HD ascends h_t = g_t^T g_{t-1}: alpha_t = alpha_{t-1} + beta_hyp h_t.
+
+    Reference: Baydin et al. (ICLR 2018); THEORY.md §12.1 [derived]. Constants: exact.
+    """
+    g_t = v.vector("g_t", g_t)
+    g_prev = v.vector("g_prev", g_prev)
+    if g_t.shape != g_prev.shape:
+        raise InvalidArgumentError(f"g_prev has shape {g_prev.shape}; it must match g_t's shape {g_t.shape}")
+    return -float(g_t @ g_prev)
+
+
+def alpha_maml_optimal_step(theta, A, a, C=None, b=None) -> float:
+    """Inner step minimising the one-step MAML post-adaptation loss on quadratic tasks (Alpha-MAML's fixed point).
+
+    alpha* = E_i[g_i^T C_i (theta - b_i)] / E_i[g_i^T C_i g_i], g_i = A_i (theta - a_i): the minimiser of
+    E_i 1/2 (theta - alpha g_i - b_i)^T C_i (theta - alpha g_i - b_i). C defaults to A, b to a.
+
+    Reference: THEORY.md §12.2, §14 item 27 [derived]; Behl, Baydin, Torr (2019). Constants: exact.
+    """
+    A = v.task_matrices("A", A)
+    n, d = A.shape[0], A.shape[1]
+    C = A if C is None else v.task_matrices("C", C)
+    if C.shape[1:] != A.shape[1:] or C.shape[0] not in (1, n):
+        raise InvalidArgumentError(f"C has shape {C.shape}; it must match A's shape {A.shape}")
+    C = np.broadcast_to(C, A.shape)
+    a = v.task_vectors("a", a, n, d)
+    b = a if b is None else v.task_vectors("b", b, n, d)
+    theta = v.vector("theta", theta)
+    if theta.shape[0] != d:
+        raise InvalidArgumentError(f"theta has shape {theta.shape}; it must be ({d},)")
+    g = np.einsum("bij,bj->bi", A, theta - a)
+    Cg = np.einsum("bij,bj->bi", C, g)
+    den = float(np.mean(np.sum(Cg * g, axis=1)))
+    if den <= 0:
+        raise InvalidArgumentError(
+            f"E[g^T C g] = {den:g} is invalid; it must be > 0 (the loss must curve in alpha)"
+        )
+    return float(np.mean(np.sum(Cg * (theta - b), axis=1))) / den
