@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main test test-slow bench clean
+.PHONY: setup main test test-slow bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -28,3 +28,9 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+bench: $(STAMP)
+	benchmarks/peer_maml.sh
+
+bench-quick: $(STAMP)
+	benchmarks/peer_maml.sh --quick

@@ -223,14 +223,17 @@ def cache_info() -> dict[str, int]:
     return {"entries": len(_CACHE), "compiled": sum(1 for v in _CACHE.values() if v[2])}
 
 
-def _signature(tree) -> tuple:
-    if isinstance(tree, dict):
-        return ("dict",) + tuple((k, _signature(v)) for k, v in tree.items())
-    if isinstance(tree, (tuple, list)):
-        return (type(tree).__name__,) + tuple(_signature(v) for v in tree)
-    if isinstance(tree, torch.Tensor):
-        return (tuple(tree.shape), tree.dtype, tree.device.type)
-    raise InvalidTypeError(f"data leaves must be tensors, got {type(tree).__name__}")
+def _describe(data, what: str, out: list) -> tuple:
+    """Structure signature of ``data`` (nesting, shapes, dtypes, devices) for the cache key; appends the tensor
+    leaves to ``out``. One pass, because it runs on every call."""
+    if isinstance(data, torch.Tensor):
+        out.append(data)
+        return (data.shape, data.dtype, data.device)
+    if isinstance(data, dict):
+        return ("d",) + tuple((k, _describe(v, what, out)) for k, v in data.items())
+    if isinstance(data, (tuple, list)):
+        return ("t",) + tuple(_describe(v, what, out) for v in data)
+    raise InvalidTypeError(f"{what} must be a tensor, or a tuple or dict of tensors; got {type(data).__name__}")
 
 
 def _get_fn(key: tuple, builder: Callable, compile_mode: str):
@@ -251,30 +254,24 @@ def _get_fn(key: tuple, builder: Callable, compile_mode: str):
 
 
 # ------------------------------------------------------------------------------------------------- checks
-def _num_tasks(data, what: str) -> int:
-    counts = {int(t.shape[0]) for t in _tensor_leaves(data, what)}
+def _num_tasks(leaves_: list, what: str) -> int:
+    counts = set()
+    for t in leaves_:
+        if t.dim() == 0:
+            raise InvalidArgumentError(f"{what} needs a leading task axis; got a 0-d tensor")
+        counts.add(t.shape[0])
     if len(counts) != 1:
         raise InvalidArgumentError(f"{what} tensors disagree on the task axis (axis 0): sizes {sorted(counts)}")
-    return counts.pop()
-
-
-def _tensor_leaves(data, what: str) -> list:
-    if isinstance(data, torch.Tensor):
-        if data.dim() == 0:
-            raise InvalidArgumentError(f"{what} needs a leading task axis; got a 0-d tensor")
-        return [data]
-    if isinstance(data, dict):
-        return [t for v in data.values() for t in _tensor_leaves(v, what)]
-    if isinstance(data, (tuple, list)):
-        return [t for v in data for t in _tensor_leaves(v, what)]
-    raise InvalidTypeError(f"{what} must be a tensor, or a tuple or dict of tensors; got {type(data).__name__}")
+    return int(counts.pop())
 
 
 def _check_params(params):
     if isinstance(params, torch.Tensor):
-        return params.detach()
+        return params.detach() if params.requires_grad else params
     if isinstance(params, dict) and params and all(isinstance(v, torch.Tensor) for v in params.values()):
-        return {k: v.detach() for k, v in params.items()}
+        if any(v.requires_grad for v in params.values()):
+            return {k: v.detach() for k, v in params.items()}
+        return params
     raise InvalidTypeError(f"params must be a tensor or a non-empty dict of tensors; got {type(params).__name__}")
 
 
@@ -323,8 +320,12 @@ def meta_gradient(
     else:
         check_positive("inner_lr", inner_lr)
     params = _check_params(params)
-    B = _num_tasks(support, "support")
-    Bq = _num_tasks(query, "query")
+    sup_leaves: list = []
+    qry_leaves: list = []
+    sig_s = _describe(support, "support", sup_leaves)
+    sig_q = _describe(query, "query", qry_leaves)
+    B = _num_tasks(sup_leaves, "support")
+    Bq = _num_tasks(qry_leaves, "query")
     if B != Bq:
         raise InvalidArgumentError(f"support has {B} tasks but query has {Bq}; they must match (axis 0)")
     qloss = query_loss if query_loss is not None else loss
@@ -352,16 +353,18 @@ def meta_gradient(
     ref = leaves(params)[0]
     alpha = torch.as_tensor(inner_lr, dtype=ref.dtype, device=ref.device).detach().reshape(())
     key = (loss, qloss, method, N, names, tuple(sorted(opts.items())),
-           _signature(params), _signature(support), _signature(query))
+           _describe(params, "params", []), sig_s, sig_q)
     fn = _get_fn(key, functools.partial(_build, method, loss, qloss, N, names, opts), policy)
     mg, adapted = fn(params, support, query, alpha)
 
-    oracle = {
-        "maml": OracleCount(grad=B * (N + 1), hvp=B * N),
-        "anil": OracleCount(grad=B * (N + 1), hvp=B * N),
-        "fomaml": OracleCount(grad=B * (N + 1)),
-        "hfmaml": OracleCount(grad=B * (N + 1) + 2 * B * N),
-        "reptile": OracleCount(grad=B * N),
-        "imaml": OracleCount(grad=B * (N + 1), hvp=B * opts.get("cg_steps", 0)),
-    }[method]
+    if method in ("maml", "anil"):
+        oracle = OracleCount(grad=B * (N + 1), hvp=B * N)
+    elif method == "fomaml":
+        oracle = OracleCount(grad=B * (N + 1))
+    elif method == "hfmaml":
+        oracle = OracleCount(grad=B * (N + 1) + 2 * B * N)
+    elif method == "reptile":
+        oracle = OracleCount(grad=B * N)
+    else:  # imaml
+        oracle = OracleCount(grad=B * (N + 1), hvp=B * opts["cg_steps"])
     return mg, EngineInfo(oracle=oracle, inner=adapted, extra={"num_tasks": B, "method": method})
