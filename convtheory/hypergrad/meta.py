@@ -236,6 +236,23 @@ def _describe(data, what: str, out: list) -> tuple:
     raise InvalidTypeError(f"{what} must be a tensor, or a tuple or dict of tensors; got {type(data).__name__}")
 
 
+_ALPHAS: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+
+
+def _alpha_tensor(inner_lr, dtype, device) -> torch.Tensor:
+    """alpha as a 0-d tensor input of the compiled function; float values reuse a cached tensor (a fresh
+    tensor per call costs more than the rest of the call's Python work)."""
+    if isinstance(inner_lr, torch.Tensor):
+        return inner_lr.detach().to(dtype=dtype, device=device).reshape(())
+    key = (float(inner_lr), dtype, device)
+    t = _ALPHAS.get(key)
+    if t is None:
+        t = _ALPHAS[key] = torch.tensor(float(inner_lr), dtype=dtype, device=device)
+        if len(_ALPHAS) > 256:
+            _ALPHAS.popitem(last=False)
+    return t
+
+
 def _get_fn(key: tuple, builder: Callable, compile_mode: str):
     entry = _CACHE.get(key)
     if entry is None:
@@ -351,7 +368,7 @@ def meta_gradient(
     policy = _policy if compile is None else check_choice("compile", compile, COMPILE_POLICIES)
 
     ref = leaves(params)[0]
-    alpha = torch.as_tensor(inner_lr, dtype=ref.dtype, device=ref.device).detach().reshape(())
+    alpha = _alpha_tensor(inner_lr, ref.dtype, ref.device)
     key = (loss, qloss, method, N, names, tuple(sorted(opts.items())),
            _describe(params, "params", []), sig_s, sig_q)
     fn = _get_fn(key, functools.partial(_build, method, loss, qloss, N, names, opts), policy)
