@@ -24,15 +24,9 @@ import torch
 
 from ..types import Constants, InvalidArgumentError, Tensor, check_choice, check_int, check_positive
 from .base import BilevelProblem, make_generator
+from .quadratic import check_dtype
 
-_DTYPES = (torch.float64, torch.float32)
 _KEYS = ("H", "B", "b", "ybar", "gamma", "eigenvalues", "eigenvectors")
-
-
-def _check_dtype(dtype) -> torch.dtype:
-    if dtype not in _DTYPES:
-        raise InvalidArgumentError(f"dtype = {dtype!r} is unsupported; valid: torch.float64, torch.float32")
-    return dtype
 
 
 # ------------------------------------------------------------------------------------------------ family
@@ -81,7 +75,7 @@ class QuadraticBilevel:
         check_choice("spectrum", self.spectrum, ("uniform", "linspace"))
         if self.radius is not None:
             check_positive("radius", self.radius)
-        _check_dtype(self.dtype)
+        check_dtype(self.dtype)
 
     def eigenvalues(self, gen: torch.Generator) -> Tensor:
         """The q eigenvalues of H (float64, ascending): both endpoints mu and L exactly, the rest per ``spectrum``."""

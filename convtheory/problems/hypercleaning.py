@@ -22,10 +22,10 @@ import torch
 
 from ..types import Constants, InvalidArgumentError, Tensor, check_int, check_positive
 from .base import BilevelProblem, make_generator
+from .quadratic import check_dtype
 
 K_CLASSES = 10
 _N_DIGITS = 1797
-_DTYPES = (torch.float64, torch.float32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -157,8 +157,7 @@ class HyperCleaning:
             raise InvalidArgumentError(f"corruption = {c:g} is invalid; it must be in [0, 1]")
         check_positive("reg", self.reg)
         check_positive("newton_tol", self.newton_tol)
-        if self.dtype not in _DTYPES:
-            raise InvalidArgumentError(f"dtype = {self.dtype!r} is unsupported; valid: torch.float64, torch.float32")
+        check_dtype(self.dtype)
 
     @property
     def num_corrupted(self) -> int:

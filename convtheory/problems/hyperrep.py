@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad
 
-from ..types import Constants, InvalidArgumentError, Tensor, check_choice, check_int, check_positive
+from ..types import Constants, Tensor, check_choice, check_int, check_positive
 from .base import BilevelProblem, make_generator
+from .quadratic import check_dtype
 
-_DTYPES = (torch.float64, torch.float32)
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -95,8 +95,7 @@ class HyperRepresentation:
         check_positive("reg", self.reg)
         check_positive("noise", self.noise, allow_zero=True)
         check_choice("embedding", self.embedding, ("linear", "tanh"))
-        if self.dtype not in _DTYPES:
-            raise InvalidArgumentError(f"dtype = {self.dtype!r} is unsupported; valid: torch.float64, torch.float32")
+        check_dtype(self.dtype)
 
     def build(self, seed: int | torch.Generator) -> BilevelProblem:
         """Sample the tasks from ``seed``; return the problem with exact oracles and constants."""

@@ -1,7 +1,6 @@
 """The bilevel engines on the package's own families: AID and ITD converge to the exact hypergradient as the
 inner and solver steps grow, on hyper-cleaning (digits) and hyper-representation, at the rates theory gives."""
 
-import math
 
 import pytest
 import torch
