@@ -130,3 +130,25 @@ def task_vectors(name: str, value: Any, B: int, d: int) -> np.ndarray:
     if arr.shape != (B, d):
         raise InvalidArgumentError(f"{name} has shape {arr.shape}; it must be ({B}, {d}) or ({d},)")
     return arr
+
+
+def query_matrices(A: np.ndarray, C: Any) -> np.ndarray:
+    """Query Hessians C_i shaped like the support stack A (B, d, d); None means C = A (shared curvature), and one
+    matrix is broadcast to every task."""
+    if C is None:
+        return A
+    C = task_matrices("C", C)
+    if C.shape[1:] != A.shape[1:] or C.shape[0] not in (1, A.shape[0]):
+        raise InvalidArgumentError(f"C has shape {C.shape}; it must match A's shape {A.shape} (or be one matrix)")
+    return np.broadcast_to(C, A.shape)
+
+
+def task_quadratics(A: Any, a: Any, C: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(A, a, C, b) of quadratic tasks 1/2 (w-a)^T A (w-a) (support) and 1/2 (w-b)^T C (w-b) (query), validated
+    and broadcast to B tasks; C defaults to A and b to a."""
+    A = task_matrices("A", A)
+    n, d = A.shape[0], A.shape[1]
+    C = query_matrices(A, C)
+    a = task_vectors("a", a, n, d)
+    b = a if b is None else task_vectors("b", b, n, d)
+    return A, a, C, b

@@ -61,14 +61,8 @@ def alpha_maml_optimal_step(theta, A, a, C=None, b=None) -> float:
 
     Reference: THEORY.md §12.2, §14 item 27 [derived]; Behl, Baydin, Torr (2019). Constants: exact.
     """
-    A = v.task_matrices("A", A)
-    n, d = A.shape[0], A.shape[1]
-    C = A if C is None else v.task_matrices("C", C)
-    if C.shape[1:] != A.shape[1:] or C.shape[0] not in (1, n):
-        raise InvalidArgumentError(f"C has shape {C.shape}; it must match A's shape {A.shape}")
-    C = np.broadcast_to(C, A.shape)
-    a = v.task_vectors("a", a, n, d)
-    b = a if b is None else v.task_vectors("b", b, n, d)
+    A, a, C, b = v.task_quadratics(A, a, C, b)
+    d = A.shape[1]
     theta = v.vector("theta", theta)
     if theta.shape[0] != d:
         raise InvalidArgumentError(f"theta has shape {theta.shape}; it must be ({d},)")

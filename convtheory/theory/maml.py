@@ -138,14 +138,8 @@ def hf_maml_fd_error_bound(rho: float, delta: float, v_norm: float) -> float:
 def _family(alpha, N, A, a, C, b):
     alpha = v.positive("alpha", alpha)
     N = v.count("N", N)
-    A = v.task_matrices("A", A)
-    n_tasks, d = A.shape[0], A.shape[1]
-    C = A if C is None else v.task_matrices("C", C)
-    if C.shape[1:] != A.shape[1:] or C.shape[0] not in (1, n_tasks):
-        raise InvalidArgumentError(f"C has shape {C.shape}; it must match A's shape {A.shape}")
-    C = np.broadcast_to(C, A.shape)
-    a = v.task_vectors("a", a, n_tasks, d)
-    b = a if b is None else v.task_vectors("b", b, n_tasks, d)
+    A, a, C, b = v.task_quadratics(A, a, C, b)
+    d = A.shape[1]
     PN = np.linalg.matrix_power(np.eye(d) - alpha * A, N)
     return PN, C, a, b
 

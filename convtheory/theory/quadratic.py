@@ -110,9 +110,7 @@ def meta_hessian(alpha: float, N: int, A, C=None) -> np.ndarray:
     alpha = v.positive("alpha", alpha)
     N = v.count("N", N)
     A = v.task_matrices("A", A)
-    C = A if C is None else v.task_matrices("C", C)
-    if C.shape[1:] != A.shape[1:] or C.shape[0] not in (1, A.shape[0]):
-        raise InvalidArgumentError(f"C has shape {C.shape}; it must match A's shape {A.shape} (or be one matrix)")
+    C = v.query_matrices(A, C)
     PN = _task_powers(alpha, N, A)
     H = np.mean(PN @ C @ PN, axis=0)
     return 0.5 * (H + H.T)
