@@ -1,5 +1,5 @@
 # Two entry points that work on a fresh machine (Python 3.11, CPU):
-#   make main   set up, then run the main job (quick profile)
+#   make main   set up, then regenerate the figures (quick profile) and show the engines at work
 #   make test   set up, then run the default test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 main: $(STAMP)
+	$(VENV)/bin/convtheory figures --profile quick
 	$(VENV)/bin/convtheory demo
 
 test: $(STAMP)

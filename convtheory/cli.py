@@ -36,6 +36,40 @@ def _demo(args) -> int:
     return 0 if bool(bounds.all()) else 1
 
 
+def _figures(args) -> int:
+    try:
+        from experiments import make_figures
+    except ImportError as exc:  # installed without the repository's experiments/ folder
+        print(f"convtheory: error: the experiments package is not importable ({exc}); run from the repository",
+              file=sys.stderr)
+        return 2
+    names = args.names if args.command == "figures" else [args.experiment]
+    report = make_figures(names, profile=args.profile, results=args.results, figures=args.out,
+                          tables=args.tables, executor=args.executor, workers=args.workers, address=args.address,
+                          progress=not args.json)
+    if args.json:
+        print(json.dumps({"experiments": report}))
+    else:
+        for r in report:
+            verdict = {True: "holds", False: "FAILS", None: "no verdict"}[r["holds"]]
+            print(f"{r['experiment']:<24} {verdict:<10} ran {r['runs_ran']:>4}  cached {r['runs_cached']:>4}  "
+                  f"diverged {r['runs_diverged']:>3}  {r['seconds']:>7.1f} s  -> {args.out}/{r['experiment']}.png")
+    return 1 if any(r["holds"] is False for r in report) else 0
+
+
+def _add_sweep_options(p) -> None:
+    p.add_argument("--profile", choices=["test", "quick", "full"], default="quick",
+                   help="test: seconds; quick: the README's main job; full: the paper")
+    p.add_argument("--executor", choices=["serial", "local", "dask"], default="local")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: 2)")
+    p.add_argument("--address", default=None, help="Dask scheduler address (with --executor dask)")
+    p.add_argument("--results", default="results", help="results store folder (resumable)")
+    p.add_argument("--out", default="figures", help="where figures and their CSV summaries go")
+    p.add_argument("--tables", default="paper/tables", help="where the LaTeX tables go")
+    p.add_argument("--json", action="store_true", help="print one JSON object (no progress bars)")
+    p.set_defaults(func=_figures)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convtheory", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -44,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("figures", help="run what is missing and regenerate the paper's figures and tables")
+    p.add_argument("names", nargs="*", help="experiments (default: all)")
+    _add_sweep_options(p)
+    p = sub.add_parser("run", help="run one experiment and draw its figure")
+    p.add_argument("experiment")
+    _add_sweep_options(p)
 
     from .fewshot import cli_omniglot
 

@@ -110,7 +110,7 @@ def run_sweep(specs: list[RunSpec], root: str | os.PathLike, *, executor: str = 
     ``diverged`` lists every run (computed now or cached) whose Trace marks a divergence.
     """
     check_choice("executor", executor, EXECUTORS)
-    workers = workers or min(2, os.cpu_count() or 1)
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise InvalidArgumentError(f"workers = {workers} is invalid; it must be >= 1")
     store = ResultStore(root)
