@@ -8,6 +8,7 @@ results store lacks (resuming, on the chosen executor), then writes ``figures/<n
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 import time
 from pathlib import Path
@@ -16,16 +17,16 @@ from convtheory.types import InvalidArgumentError
 
 from .base import PROFILES, Experiment
 
-#: Module names in figure order; each defines EXPERIMENT.
-MODULES = ("hypergrad_error",)
-
-
 def registry() -> dict[str, Experiment]:
-    out = {}
-    for mod in MODULES:
-        exp = importlib.import_module(f"experiments.{mod}").EXPERIMENT
-        out[exp.name] = exp
-    return out
+    """Every module of this package that defines ``EXPERIMENT``, in figure order (``EXPERIMENT.order``)."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        exp = getattr(importlib.import_module(f"experiments.{info.name}"), "EXPERIMENT", None)
+        if isinstance(exp, Experiment):
+            found.append(exp)
+    return {e.name: e for e in sorted(found, key=lambda e: (e.order, e.name))}
 
 
 def make_figures(names=None, *, profile: str = "quick", results: str | Path = "results", figures: str | Path = "figures",

@@ -2,7 +2,7 @@
 
 An experiment module defines ``EXPERIMENT = Experiment(...)`` with:
 
-- ``name``: the figure's file name (``figures/<name>.png`` and ``.pdf``);
+- ``name``: the figure's file name (``figures/<name>.png`` and ``.pdf``); ``order``: its number in the paper;
 - ``claim``: one sentence, the prediction it checks, with the paper/theorem or THEORY.md item;
 - ``specs(profile)``: the list of :class:`convtheory.sweep.RunSpec` for ``"test"`` (seconds; the test suite),
   ``"quick"`` (minutes on a laptop) or ``"full"``;
@@ -30,3 +30,4 @@ class Experiment:
     specs: Callable[[str], list]
     plot: Callable[[pd.DataFrame, str], object]
     summarize: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    order: int = 99  # the figure's number in the paper

@@ -114,7 +114,7 @@ def plot(table: pd.DataFrame, profile: str):
         ax.plot(pred.index, pred.values, "k--", lw=1, label="exact prediction (THEORY §1.3)")
         n = np.array(sorted(itd["steps"].unique()), dtype=float)
         q = 1 - 1 / kappa
-        ax.plot(n, pred.iloc[0] * q ** (n - n[0]), ":", color=line.get_color(), label=f"rate q^N, q = 1 - 1/kappa")
+        ax.plot(n, pred.iloc[0] * q ** (n - n[0]), ":", color=line.get_color(), label="rate q^N, q = 1 - 1/kappa")
         ax.set(xlabel="inner steps N", ylabel="relative error", yscale="log", title=f"ITD, kappa = {kappa:g}")
         ax.legend(fontsize=7)
         ax = axes[1, j]
@@ -145,4 +145,4 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 EXPERIMENT = Experiment("hypergrad_error", "Hypergradient error of ITD decays like q^N exactly and AID's like the "
-                        "linear solver's rate (THEORY.md §14 items 17, 19, 20)", specs, plot, summarize)
+                        "linear solver's rate (THEORY.md §14 items 17, 19, 20)", specs, plot, summarize, order=6)
