@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main test test-slow bench bench-quick clean
+.PHONY: setup main test test-slow bench bench-quick paper clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The paper: figures and tables come from `make main`; missing ones show as a note in the PDF.
+# Needs TeX Live (Debian: latexmk texlive-latex-base texlive-latex-recommended texlive-fonts-recommended).
+paper:
+	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error paper.tex
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

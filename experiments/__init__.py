@@ -76,4 +76,39 @@ def make_figures(names=None, *, profile: str = "quick", results: str | Path = "r
         report.append(entry)
         if progress:
             print(f"[{name}] {res.summary()}; {entry['seconds']} s; holds: {entry['holds']}", file=sys.stderr)
+    write_sections(figures, tables, tables.parent / "sections.tex")
     return report
+
+
+def _latex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                 ("^", r"\^{}"), ("~", r"\~{}")):
+        text = text.replace(a, b)
+    return text
+
+
+def write_sections(figures: Path, tables: Path, out: Path) -> Path:
+    """The paper's generated part: per experiment with a figure on disk, its claim, figure, table and verdict
+    (hypergrad_error is written by hand in paper.tex)."""
+    import pandas as pd
+
+    parts = []
+    for name, exp in registry().items():
+        if name == "hypergrad_error" or not (figures / f"{name}.pdf").exists():
+            continue
+        parts.append(f"\\subsection*{{Figure {exp.order}: {_latex(name)}}}\n{_latex(exp.claim)}.\n")
+        csv = figures / f"{name}.csv"
+        if csv.exists():
+            summary = pd.read_csv(csv)
+            if "holds" in summary:
+                ok = summary["holds"].dropna().astype(bool)
+                verdict = (f"\\textbf{{Verdict:}} the prediction held on all {len(ok)} rows of the table."
+                           if ok.all() else
+                           f"\\textbf{{Verdict:}} the prediction failed on {int((~ok).sum())} of {len(ok)} rows.")
+                parts.append(verdict + "\n")
+        parts.append(f"\\begin{{figure}}[h]\\centering\\genfigure{{{name}}}{{{_latex(exp.claim)}.}}\\end{{figure}}\n")
+        if (tables / f"{name}.tex").exists():
+            parts.append(f"\\begin{{table}}[h]\\centering\\small\\resizebox{{\\linewidth}}{{!}}{{\\gentable{{{name}}}}}"
+                         f"\\end{{table}}\n")
+    out.write_text("\\section{Further experiments}\n" + "\n".join(parts) if parts else "")
+    return out
