@@ -272,6 +272,8 @@ def _get_fn(key: tuple, builder: Callable, compile_mode: str):
 
 # ------------------------------------------------------------------------------------------------- checks
 def _num_tasks(leaves_: list, what: str) -> int:
+    if not leaves_:
+        raise InvalidTypeError(f"{what} must hold at least one tensor (task axis first); got an empty container")
     counts = set()
     for t in leaves_:
         if t.dim() == 0:
@@ -280,6 +282,36 @@ def _num_tasks(leaves_: list, what: str) -> int:
     if len(counts) != 1:
         raise InvalidArgumentError(f"{what} tensors disagree on the task axis (axis 0): sizes {sorted(counts)}")
     return int(counts.pop())
+
+
+def _first_task(data):
+    if isinstance(data, torch.Tensor):
+        return data[0]
+    if isinstance(data, dict):
+        return {k: _first_task(v) for k, v in data.items()}
+    return type(data)(_first_task(v) for v in data)
+
+
+def _probe(loss, params, data, what: str) -> None:
+    """Evaluate the loss on the first task, so a shape mismatch is reported here, naming the shapes."""
+    try:
+        value = loss(params, _first_task(data))
+    except (RuntimeError, IndexError, ValueError) as exc:
+        shapes = {k: tuple(v.shape) for k, v in params.items()} if isinstance(params, dict) else tuple(params.shape)
+        raise InvalidArgumentError(
+            f"loss(params, one task of {what}) failed: {str(exc).splitlines()[0]}; params have shape {shapes}, "
+            f"{what} (task axis first) has shapes {_shapes(data)}") from None
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise InvalidTypeError(f"loss must return a scalar tensor; got {type(value).__name__}"
+                               + (f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""))
+
+
+def _shapes(data):
+    if isinstance(data, torch.Tensor):
+        return tuple(data.shape)
+    if isinstance(data, dict):
+        return {k: _shapes(v) for k, v in data.items()}
+    return [_shapes(v) for v in data]
 
 
 def _check_params(params):
@@ -371,6 +403,9 @@ def meta_gradient(
     alpha = _alpha_tensor(inner_lr, ref.dtype, ref.device)
     key = (loss, qloss, method, N, names, tuple(sorted(opts.items())),
            _describe(params, "params", []), sig_s, sig_q)
+    if key not in _CACHE:  # a new configuration: check once that the loss accepts these shapes
+        _probe(loss, params, support, "support")
+        _probe(qloss, params, query, "query")
     fn = _get_fn(key, functools.partial(_build, method, loss, qloss, N, names, opts), policy)
     mg, adapted = fn(params, support, query, alpha)
 
