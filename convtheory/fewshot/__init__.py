@@ -12,6 +12,15 @@ from .episodes import (
     fixed_episodes,
     split_classes,
 )
+from .imagesets import (
+    IMAGESETS,
+    ImageSet,
+    ImageSetDataError,
+    load_cifar_fs,
+    load_fc100,
+    load_imageset,
+    load_miniimagenet,
+)
 from .omniglot import OmniglotDataError, OmniglotDataset, load_omniglot, resize_ink
 from .runs import (
     SCORERS,
@@ -26,6 +35,13 @@ from .runs import (
 )
 
 __all__ = [
+    "IMAGESETS",
+    "ImageSet",
+    "ImageSetDataError",
+    "load_cifar_fs",
+    "load_fc100",
+    "load_imageset",
+    "load_miniimagenet",
     "ClassSplit",
     "EpisodeIndex",
     "EpisodeSampler",

@@ -171,17 +171,18 @@ class EpisodeSampler:
         return EpisodeIndex(img[..., :k].reshape(B, n * k), img[..., k:].reshape(B, n * q), cls)
 
     def gather(self, index: EpisodeIndex) -> Episodes:
-        """Materialise tasks from their indices: images with a channel axis, label-major labels."""
+        """Materialise tasks from their indices: images with a channel axis (added to grey (n, H, W) images,
+        kept for (n, C, H, W) ones), label-major labels."""
         B, n = index.classes.shape
         k, q = index.support.shape[1] // n, index.query.shape[1] // n
         dev = self.device
-        x = self._images
+        x = self._images if self._images.dim() == 4 else self._images.unsqueeze(1)
         lab_s = torch.arange(n, device=dev).repeat_interleave(k).expand(B, n * k)
         lab_q = torch.arange(n, device=dev).repeat_interleave(q).expand(B, n * q)
         return Episodes(
-            support=x[index.support.to(dev)].unsqueeze(2),
+            support=x[index.support.to(dev)],
             support_labels=lab_s.contiguous(),
-            query=x[index.query.to(dev)].unsqueeze(2),
+            query=x[index.query.to(dev)],
             query_labels=lab_q.contiguous(),
             classes=index.classes.to(dev),
         )
