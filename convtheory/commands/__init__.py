@@ -1,0 +1,1 @@
+"""Subcommands of the ``convtheory`` command, one module each, each exposing ``register(subparsers)``."""
