@@ -141,7 +141,6 @@ def run(params: dict, seed: int) -> pd.DataFrame:
     until the exact meta-gradient norm falls below eps (or the iteration budget ends)."""
     import time
 
-    import torch
 
     from convtheory.solvers import SOLVERS, Budget, Sampling, run as solver_loop
     from convtheory.solvers.sources import MetaSource, subseeds

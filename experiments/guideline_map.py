@@ -19,7 +19,6 @@ Each grid point is a run of the library's MAML solver (full batch, so determinis
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from convtheory.sweep import RunSpec, grid
+from convtheory.sweep import grid
 
 from .base import Experiment
 
