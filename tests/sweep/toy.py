@@ -23,3 +23,15 @@ def gd_run(params, seed):
 
 def failing_run(params, seed):
     raise RuntimeError(f"boom at alpha={params['alpha']}")
+
+
+def die_once_run(params, seed):
+    """Kills its worker process the first time it runs (a marker file remembers), then computes normally."""
+    import os
+    from pathlib import Path
+
+    marker = Path(params["marker"])
+    if not marker.exists():
+        marker.write_text("died")
+        os._exit(1)
+    return gd_run(params, seed)
