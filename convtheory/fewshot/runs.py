@@ -235,16 +235,20 @@ def _first_argmin(cost: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------- model registry
-CHECKPOINT_PENDING = "checkpoint support arrives with the few-shot training command"
+CHECKPOINT_PENDING = (
+    "checkpoint support arrives with the few-shot training command (convtheory fewshot --checkpoint PATH)"
+)
 
 #: Named scoring models: name -> factory returning a :data:`Scorer`. Extend by adding an entry.
 SCORERS: dict[str, Callable[[], Scorer]] = {"mhd": lambda: mhd_classifier}
 
 
 def resolve_scorer(spec: str, registry: Mapping[str, Callable[[], Scorer]] | None = None) -> Scorer:
-    """A :data:`Scorer` from a registered name (``mhd``) or a checkpoint path (not yet supported).
+    """A :data:`Scorer` from a registered name (``mhd``) or a checkpoint written by ``convtheory fewshot``
+    (:func:`convtheory.fewshot.train.checkpoint_scorer`).
 
-    Raises InvalidArgumentError naming ``spec`` for an unknown name, a missing file, or a checkpoint.
+    Raises InvalidArgumentError naming ``spec`` for an unknown name, a missing file, or a file that is not such a
+    checkpoint.
     """
     reg = SCORERS if registry is None else registry
     if spec in reg:
@@ -255,4 +259,9 @@ def resolve_scorer(spec: str, registry: Mapping[str, Callable[[], Scorer]] | Non
             f"model {spec!r} is neither a known model ({', '.join(sorted(reg))}) nor an existing checkpoint file; "
             f"{CHECKPOINT_PENDING}"
         )
-    raise InvalidArgumentError(f"model {spec!r} is a checkpoint file; {CHECKPOINT_PENDING}")
+    from .train import checkpoint_scorer  # the training stack loads only when a checkpoint is asked for
+
+    try:
+        return checkpoint_scorer(path)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(f"model {spec!r}: {exc}; {CHECKPOINT_PENDING}") from None
