@@ -70,7 +70,7 @@ def make_figures(names=None, *, profile: str = "quick", results: str | Path = "r
         if exp.summarize is not None:
             summary = exp.summarize(res.table)
             summary.to_csv(figures / f"{name}.csv", index=False)
-            (tables / f"{name}.tex").write_text(summary.to_latex(index=False, float_format="%.3g"))
+            (tables / f"{name}.tex").write_text(summary.to_latex(index=False, float_format="%.3g", escape=True))
             if "holds" in summary:
                 entry["holds"] = bool(summary["holds"].dropna().astype(bool).all())
         report.append(entry)
