@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import os
+import types
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -264,6 +265,22 @@ def _alpha_tensor(inner_lr, dtype, device) -> torch.Tensor:
     return t
 
 
+_COMPILED: list = []
+
+
+def _own_code(fn: Callable, tag: int) -> Callable:
+    """``fn`` behind a wrapper with a code object of its own. Dynamo caches compiled graphs per code object and
+    falls back to eager past ``recompile_limit`` (8) entries; without this every configuration would share the
+    code object of torch.func.grad's wrapper (and share it with the user's own compiled grad functions), so the
+    ninth configuration in a process silently ran eager (seen in the benchmark harness: workload B at eager speed).
+    """
+    def entry(params, support, query, alpha):
+        return fn(params, support, query, alpha)
+
+    code = entry.__code__.replace(co_name=f"convtheory_meta_gradient_{tag}")
+    return types.FunctionType(code, entry.__globals__, code.co_name, None, entry.__closure__)
+
+
 def _get_fn(key: tuple, builder: Callable, compile_mode: str):
     entry = _CACHE.get(key)
     if entry is None:
@@ -277,7 +294,8 @@ def _get_fn(key: tuple, builder: Callable, compile_mode: str):
     # iMAML's CG loop of nested reverse passes takes inductor minutes to compile: eager unless "always".
     want = compile_mode == "always" or (compile_mode == "auto" and entry[2] >= 2 and key[2] != "imaml")
     if want and entry[3] is None:
-        entry[3] = torch.compile(entry[1], dynamic=False)
+        entry[3] = torch.compile(_own_code(entry[1], len(_COMPILED)), dynamic=False)
+        _COMPILED.append(key[2:4])
     return entry[3] if want else entry[0]
 
 

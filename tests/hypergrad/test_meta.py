@@ -314,3 +314,25 @@ def test_maml_matches_finite_differences_on_the_nonconvex_family():
         v = torch.randn(theta.shape, generator=gen, dtype=f64)
         fd = (meta_objective(theta + 1e-5 * v) - meta_objective(theta - 1e-5 * v)) / 2e-5
         assert abs(float(fd - mg @ v)) <= 1e-7 * max(1.0, abs(float(fd)))
+
+
+def test_each_configuration_compiles_on_its_own_code_object():
+    """Dynamo falls back to eager once a code object has recompile_limit graphs; every configuration gets its own
+    code object, so even with the limit at 1, three configurations are all compiled (no eager fallback)."""
+    import torch._dynamo.config as dynamo_config
+    from torch._dynamo.utils import counters
+
+    from convtheory.hypergrad import clear_cache
+
+    clear_cache()
+    old = dynamo_config.recompile_limit
+    dynamo_config.recompile_limit = 1
+    try:
+        for N in (1, 2, 3):
+            theta, sup, qry = quad_tasks(3, 2, 0.5, 2.0, N)
+            before = counters["frames"]["ok"]
+            mg, _ = meta_gradient(quad_loss, theta, sup, qry, inner_steps=N, inner_lr=0.1, compile="always")
+            assert counters["frames"]["ok"] == before + 1, f"configuration N={N} was not compiled"
+            assert rel(mg, closed_form_maml(theta, sup, qry, 0.1, N)[0]) < 1e-12
+    finally:
+        dynamo_config.recompile_limit = old
