@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     check_stepsize.register(sub)
     hypergrad_check.register(sub)
 
-    from .fewshot import cli_omniglot
+    from .fewshot import cli_fewshot, cli_omniglot
 
     cli_omniglot.register(sub)
+    cli_fewshot.register(sub)
     return parser
 
 
