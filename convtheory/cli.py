@@ -98,14 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def _dispatch(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except ConvTheoryError as exc:
-        print(f"convtheory: error: {exc}", file=sys.stderr)
+        print(f"convtheory: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _dispatch(build_parser(), argv)
+
+
+def run_alone(register, argv: list[str] | None = None) -> int:
+    """Run one subcommand's ``register`` as the ``convtheory`` command would (``python -m <its module>``):
+    the same one-line errors and exit statuses. ``argv`` starts with the subcommand's name."""
+    parser = _Parser(prog="convtheory")
+    register(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+    return _dispatch(parser, argv)
 
 
 if __name__ == "__main__":

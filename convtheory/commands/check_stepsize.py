@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..types import Constants, ConvTheoryError, InvalidArgumentError, check_int, check_positive
+from ..types import Constants, InvalidArgumentError, check_int, check_positive
 
 COMMAND = "check-stepsize"
 DESCRIPTION = "The step sizes theory allows for a method, and whether they hold on a problem."
@@ -1009,18 +1009,9 @@ def handler(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point (``python -m convtheory.commands.check_stepsize``), as the ``convtheory`` CLI runs it."""
-    class _Parser(argparse.ArgumentParser):
-        def error(self, message):
-            self.exit(2, f"convtheory {COMMAND}: error: {message}\n")
+    from ..cli import run_alone
 
-    parser = _Parser(prog=f"convtheory {COMMAND}", description=DESCRIPTION)
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return handler(args)
-    except ConvTheoryError as exc:
-        print(f"convtheory {COMMAND}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    return run_alone(register, [COMMAND, *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

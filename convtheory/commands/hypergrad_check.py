@@ -641,22 +641,10 @@ def handler(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad input in one line and exits 2, as the ``convtheory`` command does."""
-
-    def error(self, message):  # noqa: D401
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _standalone(argv: list[str] | None = None) -> int:
-    parser = _OneLineParser(prog=f"convtheory {COMMAND}", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return handler(args)
-    except ConvTheoryError as exc:
-        print(f"convtheory {COMMAND}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    from ..cli import run_alone
+
+    return run_alone(register, [COMMAND, *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import math
 import sys
 import warnings
 
-from ..types import ConvTheoryError, InvalidArgumentError
+from ..types import InvalidArgumentError
 from .backbones import BACKBONES, POOLS
 from .train import (
     COMPILE,
@@ -170,20 +170,10 @@ def handler(args: argparse.Namespace) -> int:
     return 1 if s["diverged"] else 0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (as convtheory.cli)
-        self.exit(2, f"convtheory: error: {message}\n")
-
-
 def _standalone(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="convtheory", description=__doc__.split("\n")[0])
-    register(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ConvTheoryError as exc:
-        print(f"convtheory: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    from ..cli import run_alone
+
+    return run_alone(register, argv)
 
 
 if __name__ == "__main__":

@@ -57,10 +57,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _standalone(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convtheory.fewshot.cli_omniglot",
-                                     description=__doc__.split("\n")[0])
-    _add_arguments(parser)
-    return main(parser.parse_args(argv))
+    from ..cli import run_alone
+
+    return run_alone(register, [COMMAND, *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
