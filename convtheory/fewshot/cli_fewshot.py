@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--meta-batch", type=int, default=None, help="tasks per outer step B (default per method, 8)")
     a("--inner-steps", type=int, default=None, help="inner GD steps N (default per method)")
     a("--inner-lr", type=float, default=None, help="inner step alpha (default per method; MAML 0.4)")
-    a("--eval-steps", type=int, default=None, help="inner steps at test time (default N)")
+    a("--eval-steps", type=int, default=None, help="inner steps at test time (default N; reptile 20)")
     a("--outer-lr", type=float, default=d.outer_lr, help="Adam step beta (default 1e-3)")
     a("--lam", type=float, default=d.lam, help="iMAML's lambda; the ridge head's initial lambda (default 2)")
     a("--cg-steps", type=int, default=d.cg_steps, help="iMAML's conjugate-gradient steps Q (default 5)")

@@ -7,8 +7,11 @@ One loop trains every method: sample B tasks from the training classes (:class:`
   :func:`convtheory.hypergrad.meta_gradient` with the task loss cross-entropy(backbone(params, x), y), N inner steps
   of size alpha on the support set (ANIL adapts only the head; iMAML solves the proximal inner problem with
   lambda and Q conjugate-gradient steps; Reptile's direction is (theta - mean adapted) / alpha, THEORY.md §3),
-  vectorised over tasks and compiled as that engine decides. Evaluation adapts on each test task's support set
-  with the same inner loop (``eval_steps`` steps) and classifies its query set.
+  vectorised over tasks and compiled as that engine decides. Reptile's inner loop trains on all of a training
+  task's examples, support and query together (Nichol et al. train on ``train_shots`` examples per class, more
+  than the test-time shots); its running training accuracy is therefore measured on examples it adapted on.
+  Evaluation adapts on each test task's support set with the same inner loop (``eval_steps`` steps) and classifies
+  its query set.
 - Metric methods, no inner loop: ``protonet`` (Snell et al. 2017): logits are minus squared Euclidean distances
   to the class means of the support embeddings; ``ridge`` (Bertinetto et al. 2019, R2-D2; Lee et al. 2019,
   MetaOptNet-RR): a closed-form ridge-regression head on the support embeddings Z (m x d) with one-hot labels Y,
@@ -57,13 +60,14 @@ COMPILE = ("auto", "always", "never")
 CHECKPOINT_FORMAT = "convtheory-fewshot"
 
 #: Per-method defaults for the settings left as None in :class:`FewShotConfig` (Omniglot 5-way 1-shot on a CPU:
-#: B tasks per step, N inner steps, step alpha; MAML's alpha = 0.4 and N = 1 are Finn et al.'s Omniglot values).
+#: B tasks per step, N inner steps, step alpha, test-time steps (default N); MAML's alpha = 0.4 and N = 1 are Finn
+#: et al.'s Omniglot values; Reptile adapts longer at test time, as Nichol et al. do).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "maml": dict(meta_batch=8, inner_steps=1, inner_lr=0.4),
     "fomaml": dict(meta_batch=8, inner_steps=1, inner_lr=0.4),
     "hfmaml": dict(meta_batch=8, inner_steps=1, inner_lr=0.4),
     "anil": dict(meta_batch=8, inner_steps=5, inner_lr=0.4),
-    "reptile": dict(meta_batch=8, inner_steps=5, inner_lr=0.1),
+    "reptile": dict(meta_batch=8, inner_steps=5, inner_lr=0.1, eval_steps=20),
     "imaml": dict(meta_batch=8, inner_steps=5, inner_lr=0.1),
     "protonet": dict(meta_batch=8, inner_steps=0, inner_lr=0.0),
     "ridge": dict(meta_batch=8, inner_steps=0, inner_lr=0.0),
@@ -79,8 +83,8 @@ class FewShotConfig:
     ``train_queries`` is set, training); ``train_ways`` (protonet and ridge only) trains on wider tasks. Optimiser:
     ``meta_batch`` B tasks per step, ``outer_lr`` beta (Adam), ``iterations`` steps or ``time_limit`` seconds of
     training, whichever ends first. Inner loop: ``inner_steps`` N, ``inner_lr`` alpha, ``eval_steps`` at test time
-    (default N), iMAML's ``lam`` and ``cg_steps`` Q (lam is also the ridge head's initial lambda). Backbone:
-    ``backbone`` (conv4 / resnet12), ``hidden`` filters and ``pool`` for conv4. Data: ``split`` fractions of
+    (default N; Reptile 20), iMAML's ``lam`` and ``cg_steps`` Q (lam is also the ridge head's initial lambda).
+    Backbone: ``backbone`` (conv4 / resnet12), ``hidden`` filters and ``pool`` for conv4. Data: ``split`` fractions of
     characters for train / val / test (seeded by ``split_seed``), ``rotations`` adds 90/180/270-degree rotations as
     classes. ``compile``: the meta-gradient compile policy ("auto": from the second step on).
     """
@@ -165,7 +169,7 @@ class FewShotConfig:
             meta_batch=d["meta_batch"] if self.meta_batch is None else self.meta_batch,
             inner_steps=N,
             inner_lr=d["inner_lr"] if self.inner_lr is None else self.inner_lr,
-            eval_steps=N if self.eval_steps is None else self.eval_steps,
+            eval_steps=d.get("eval_steps", N) if self.eval_steps is None else self.eval_steps,
             train_queries=self.queries if self.train_queries is None else self.train_queries,
             train_ways=self.ways if self.train_ways is None else self.train_ways,
             split=tuple(float(s) for s in self.split),
@@ -224,8 +228,8 @@ def metric_logits(method: str, net, params: Params, xs: Tensor, ys: Tensor, xq: 
         return -(zq.square().sum(1, keepdim=True) - 2 * zq @ protos.T + protos.square().sum(1)[None, :])
     lam = params["ridge.log_lam"].exp()
     eye = torch.eye(zs.shape[0], dtype=zs.dtype, device=zs.device)
-    alpha = torch.linalg.solve(zs @ zs.T + lam * eye, Y)  # dual ridge solution, (m, n_way)
-    return params["ridge.log_scale"].exp() * (zq @ (zs.T @ alpha))
+    dual = torch.linalg.solve(zs @ zs.T + lam * eye, Y)  # dual ridge solution, (m, n_way)
+    return params["ridge.log_scale"].exp() * (zq @ (zs.T @ dual))
 
 
 def ce_loss(net) -> Callable:
@@ -310,8 +314,10 @@ def make_step(cfg: FewShotConfig, net) -> Callable[[Params, Episodes, bool], tup
     query_fn = vmap(lambda p, x, y: _loss_acc(net(p, x), y))
 
     def step(params, ep, want_stats):
-        mg, info = meta_gradient(loss, params, (ep.support, ep.support_labels), (ep.query, ep.query_labels),
-                                 **kwargs)
+        support = (ep.support, ep.support_labels)
+        if cfg.method == "reptile":  # Reptile trains on every example of a training task (its query is unused)
+            support = (torch.cat([ep.support, ep.query], 1), torch.cat([ep.support_labels, ep.query_labels], 1))
+        mg, info = meta_gradient(loss, params, support, (ep.query, ep.query_labels), **kwargs)
         stats = {}
         if want_stats:
             with torch.no_grad():
