@@ -86,10 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment")
     _add_sweep_options(p)
 
-    from .commands import check_stepsize, hypergrad_check
+    from .commands import check_stepsize, hypergrad_check, predictions
 
     check_stepsize.register(sub)
     hypergrad_check.register(sub)
+    predictions.register(sub)
 
     from .fewshot import cli_fewshot, cli_omniglot
 
