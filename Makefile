@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 
 main: $(STAMP)
 	$(VENV)/bin/convtheory figures --profile quick
+	$(VENV)/bin/convtheory predictions --profile quick
 	$(VENV)/bin/convtheory demo
 
 test: $(STAMP)

@@ -52,17 +52,37 @@ def _latex(text: str) -> str:
 
 
 def latex_table(rows: pd.DataFrame) -> str:
-    """The paper's predictions table (a longtable), generated from the evaluated rows."""
+    """The paper's predictions section body, generated from the evaluated rows: what the verdicts mean, the table
+    (a longtable), and for every prediction that does not hold, where it fails or why it is inconclusive."""
     from ..theory.predictions import outcome_table
 
     t = outcome_table(rows)
-    lines = [r"\begin{longtable}{@{}r p{0.30\linewidth} p{0.21\linewidth} p{0.21\linewidth} l l@{}}",
-             r"\toprule \# & prediction & measured & predicted & verdict & tightness \\ \midrule \endhead"]
+    counts = rows["verdict"].value_counts()
+    profile = rows["profile"].iloc[0] if "profile" in rows and len(rows) else "?"
+    lines = [
+        f"Measured at the \\texttt{{{profile}}} profile: {counts.get('holds', 0)} of {len(rows)} predictions hold, "
+        f"{counts.get('fails', 0)} fail and {counts.get('inconclusive', 0)} are inconclusive. "
+        "\\emph{Holds} means every compared point agrees with the closed form to the stated tolerance (exact "
+        "constants) or lies on the right side of the bound (upper or lower bounds), or that the fitted shape is "
+        "within its tolerance; \\emph{fails} means a point contradicts it (the details below say where), and for a "
+        "prediction with exact constants this is a defect of the code or of the theory; \\emph{inconclusive} means "
+        "the measurement at this size cannot decide, typically because a constant is only fitted. Tightness is "
+        "measured over predicted, worst and median over the compared points (for identities: deviation over "
+        "tolerance).",
+        "",
+        r"\begin{longtable}{@{}r p{0.30\linewidth} p{0.21\linewidth} p{0.21\linewidth} l l@{}}",
+        r"\toprule \# & prediction & measured & predicted & verdict & tightness \\ \midrule \endhead"]
     for _, r in t.iterrows():
         verdict = {"holds": r"\textbf{holds}", "fails": r"\textbf{FAILS}"}.get(r["verdict"], r["verdict"])
         lines.append(" & ".join([str(r["number"]), _latex(r["statement"]), _latex(r["measured"]),
                                  _latex(r["predicted"]), verdict, _latex(r["tightness"])]) + r" \\")
     lines.append(r"\bottomrule \end{longtable}")
+    other = rows[rows["verdict"] != "holds"]
+    if len(other):
+        lines += ["", r"\begin{itemize}"]
+        lines += [f"\\item \\textbf{{{int(r['number'])} ({r['verdict']}, constants {r['constants']}):}} "
+                  f"{_latex(str(r['detail']))}" for _, r in other.iterrows()]
+        lines.append(r"\end{itemize}")
     return "\n".join(lines) + "\n"
 
 
