@@ -56,8 +56,6 @@ def test_check_stepsize_bad_steps(flag, value):
 @FUZZ
 @given(flag=st.sampled_from(["--N", "--B", "--iterations", "--eval-tasks"]), value=st.integers(max_value=0))
 def test_check_stepsize_bad_counts(flag, value):
-    if flag == "--N" and value == 0:
-        value = -1  # N = 0 is plain GD on the task average: a valid edge case
     assert_refused(STEPSIZE + [flag, value], named=str(value))
 
 
