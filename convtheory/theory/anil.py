@@ -17,7 +17,7 @@ from .quadratic import gd_contraction
 
 __all__ = [
     "head_hessian_bound_strongly_convex", "head_hessian_lower_bound_nonconvex", "predicted_iterations",
-    "predicted_cost", "saturation_N", "recommended_N",
+    "predicted_cost", "saturation_N", "recommended_N", "predicted_oracle_calls",
 ]
 
 
@@ -112,3 +112,17 @@ def recommended_N(L_meta_by_N: Mapping[int, float], delta0: float, eps: float, o
         raise InvalidArgumentError("L_meta_by_N must be a non-empty mapping N -> L_meta(N)")
     costs = {v.count("N", n): predicted_cost(n, lm, delta0, eps, overhead) for n, lm in L_meta_by_N.items()}
     return min(sorted(costs), key=lambda n: costs[n])
+
+
+def predicted_oracle_calls(N: int, L_meta: float, delta0: float, eps: float, B: int) -> float:
+    """Predicted oracle calls to reach eps: B (2N + 1) K(N, eps), K = 2 L_meta(N) Delta0 / eps.
+
+    One ANIL meta-gradient over B tasks costs B (N + 1) gradients (N head steps and the query gradient) and B N
+    Hessian-vector products (back through the head steps), the accounting of
+    :func:`convtheory.hypergrad.meta_gradient`; so this is 2B :func:`predicted_cost` with overhead 1/2. With a
+    strongly convex head it is U-shaped in N (K falls and saturates, the per-iteration cost grows linearly).
+
+    Reference: THEORY.md §14 item 13 [derived]. Constants: exact given L_meta(N) (K is a worst-case count).
+    """
+    B = v.count("B", B, minimum=1)
+    return 2.0 * B * predicted_cost(N, L_meta, delta0, eps, overhead=0.5)

@@ -17,7 +17,7 @@ from .bound import Bound
 
 __all__ = [
     "condition_number", "implicit_jacobian", "cg_error_bound_imaml", "cg_steps_imaml", "unrolled_rate",
-    "unrolled_jacobian_error",
+    "unrolled_jacobian_error", "unrolled_jacobian", "unrolled_jacobian_error_bound",
 ]
 
 
@@ -107,3 +107,43 @@ def unrolled_jacobian_error(alpha: float, lam: float, eigenvalues, N: int) -> fl
     lam, _, _ = _spectrum(lam, float(h.min()), float(h.max()))
     N = v.count("N", N)
     return float(np.max(np.abs(1.0 - alpha * (lam + h)) ** N * np.abs(h) / (lam + h)))
+
+
+def unrolled_jacobian(H, lam: float, alpha: float, N: int) -> np.ndarray:
+    """Jacobian d phi_N / d theta of N GD steps (step alpha) on G = L_hat + lambda/2 ||phi - theta||^2 from
+    phi_0 = theta, on a quadratic L_hat with Hessian H (one (d, d) matrix or a stack (B, d, d)).
+
+    J_N = (I - P^N)(I + H/lambda)^{-1} + P^N with P = I - alpha (H + lambda I): the unrolled iterate is affine in
+    theta, phi_{t+1} = P phi_t + alpha (lambda theta + c), so J_{t+1} = P J_t + alpha lambda I, J_0 = I.
+
+    Reference: THEORY.md §1.4, §14 item 15 [derived]. Constants: exact.
+    """
+    lam = v.positive("lam", lam)
+    alpha = v.positive("alpha", alpha)
+    N = v.count("N", N)
+    single = np.ndim(H) == 2
+    H = v.task_matrices("H", H)
+    h, U = np.linalg.eigh(H)
+    if (lam + h.min(axis=-1) <= 0).any():
+        raise InvalidArgumentError(f"lam + lambda_min(H) = {float((lam + h.min(axis=-1)).min()):g} is invalid; "
+                                   "it must be > 0")
+    p = (1.0 - alpha * (lam + h)) ** N
+    diag = (1.0 - p) * lam / (lam + h) + p  # eigenvalues of J_N
+    J = (U * diag[..., None, :]) @ np.swapaxes(U, -1, -2)
+    return J[0] if single else J
+
+
+def unrolled_jacobian_error_bound(alpha: float, lam: float, h_min: float, h_max: float, N: int) -> float:
+    """Bound on ||J_N - J_*|| from the spectrum ends: r^N max(|h_min|/(lambda + h_min), |h_max|/(lambda + h_max)),
+    r = :func:`unrolled_rate`.
+
+    |h|/(lambda + h) is monotone on each side of 0 for h > -lambda, so its maximum over [h_min, h_max] is at an
+    end. With alpha < 2/(lambda + h_min + lambda + h_max) the slowest direction is h_min, so
+    ||J_N - J_*|| / r^N -> |h_min|/(lambda + h_min) as N grows: the rate r is exact, the constant can be loose.
+
+    Reference: THEORY.md §1.4, §14 item 15 [derived]. Constants: exact (an upper bound; its rate is tight).
+    """
+    r = unrolled_rate(alpha, lam, h_min, h_max)
+    N = v.count("N", N)
+    lam, h_min, h_max = _spectrum(lam, h_min, h_max)
+    return float(r**N * max(abs(h_min) / (lam + h_min), abs(h_max) / (lam + h_max)))

@@ -61,7 +61,7 @@ def test_helpers():
 
 
 def test_command_line_json_and_exit_status(tmp_path):
-    n = min(REG)
+    n = min(k for k, p in REG.items() if p.constants == "exact")
     cmd = [sys.executable, "-m", "convtheory.cli", "predictions", str(n), "--profile", "test", "--json",
            "--executor", "serial", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "fig"),
            "--tables", str(tmp_path / "tab")]
