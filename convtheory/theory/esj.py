@@ -15,7 +15,8 @@ import math
 from ..types import InvalidArgumentError
 from . import _validate as v
 
-__all__ = ["DIRECTIONS", "esj_mse", "esj_bias", "esj_total_mse", "esj_directions_for_mse", "esj_complexity"]
+__all__ = ["DIRECTIONS", "esj_mse", "esj_bias", "esj_total_mse", "esj_directions_for_mse", "esj_complexity",
+           "esj_directions_slope"]
 
 DIRECTIONS = ("gaussian", "sphere_scaled", "sphere")
 
@@ -93,3 +94,30 @@ def esj_complexity(p: int, eps: float, c: float) -> float:
     p = v.count("p", p, minimum=1)
     eps = v.unit_open("eps", eps)
     return v.positive("c", c) * p * eps**-2 * math.log(1.0 / eps)
+
+
+def esj_directions_slope(ps, directions: str = "gaussian") -> float:
+    """Least-squares slope of log Q_eps(p) on log p over the dimensions ``ps``, Q_eps = k(p) ||a||^2 / eps.
+
+    k(p) = p + 1 (gaussian) or p - 1 (sphere_scaled) is the per-direction variance factor of
+    :func:`esj_mse`, so directions for a fixed relative MSE grow like k(p): the slope is below 1 at small p and
+    tends to 1, the p-linear factor of the O(p eps^-2 log(1/eps)) complexity (:func:`esj_complexity`). eps and
+    ||a|| cancel. Needs at least two distinct p (p >= 2 for sphere_scaled).
+
+    Reference: THEORY.md §1.3, §14 item 25 [derived]; seed 000 for the complexity shape. Constants: exact.
+
+    >>> round(esj_directions_slope([1, 3]), 9)  # log(4 / 2) / log 3
+    0.630929754
+    """
+    import numpy as np
+
+    if directions not in ("gaussian", "sphere_scaled"):
+        raise InvalidArgumentError(f"directions = {directions!r}; valid: gaussian, sphere_scaled "
+                                   "(the unscaled sphere has a bias that more directions cannot remove)")
+    lo = 1 if directions == "gaussian" else 2
+    ps = [v.count("p", p, minimum=lo) for p in ps]
+    if len(set(ps)) < 2:
+        raise InvalidArgumentError(f"ps = {ps}; the slope needs at least two distinct dimensions")
+    x = np.log(np.asarray(ps, np.float64))
+    k = np.asarray(ps, np.float64) + (1.0 if directions == "gaussian" else -1.0)
+    return float(np.polyfit(x, np.log(k), 1)[0])

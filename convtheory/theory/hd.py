@@ -13,7 +13,8 @@ import numpy as np
 from ..types import InvalidArgumentError
 from . import _validate as v
 
-__all__ = ["hd_line_search_step", "hd_hypergradient", "alpha_maml_optimal_step"]
+__all__ = ["hd_line_search_step", "hd_hypergradient", "alpha_maml_optimal_step", "hd_relaxation_rate",
+           "hd_freeze_step"]
 
 
 def hd_line_search_step(g, H) -> float:
@@ -74,3 +75,44 @@ def alpha_maml_optimal_step(theta, A, a, C=None, b=None) -> float:
             f"E[g^T C g] = {den:g} is invalid; it must be > 0 (the loss must curve in alpha)"
         )
     return float(np.mean(np.sum(Cg * (theta - b), axis=1))) / den
+
+
+def hd_relaxation_rate(g, H, beta_hyp) -> float:
+    """Rate r = beta_hyp g^T H g at which one SGD-HD step moves alpha toward the line-search step along g.
+
+    On a quadratic with Hessian H the next gradient is g_t = (I - alpha_{t-1} H) g_{t-1}, so
+    h_t = g_t^T g_{t-1} = g^T H g (alpha_ls(g) - alpha_{t-1}) with alpha_ls = :func:`hd_line_search_step`, and
+    alpha_t - alpha_ls = (1 - r)(alpha_{t-1} - alpha_ls) exactly (g = g_{t-1}): alpha relaxes toward alpha_ls for
+    0 < r < 1, overshoots for 1 < r < 2 and is pushed away (oscillation / divergence) for r > 2.
+
+    Reference: Baydin et al. (ICLR 2018); THEORY.md §12.1, §14 item 26 [derived]. Constants: exact.
+
+    >>> hd_relaxation_rate([1.0, 0.0], [[2.0, 0.0], [0.0, 5.0]], 0.25)
+    0.5
+    """
+    g = v.vector("g", g)
+    H = v.sym_matrix("H", H)
+    if H.shape[0] != g.shape[0]:
+        raise InvalidArgumentError(f"H has shape {H.shape}; it must be ({g.shape[0]}, {g.shape[0]})")
+    return v.nonnegative("beta_hyp", beta_hyp) * float(g @ H @ g)
+
+
+def hd_freeze_step(alpha0, beta_hyp, f_gap) -> float:
+    """Step size at which SGD-HD freezes on a quadratic when it stays below the line-search range:
+    alpha_inf = sqrt(alpha0^2 + 2 beta_hyp (f(theta_0) - f*)).
+
+    While alpha << 1/L, h_t = g_t^T g_{t-1} ~ ||g||^2 and each step lowers f by ~ alpha ||g||^2, so in the
+    small-step limit d(alpha) = beta_hyp ||g||^2 dt and df = -alpha ||g||^2 dt, i.e. alpha d(alpha) = -beta_hyp df.
+    The gradients vanish with a finite total drift, so alpha stops there; when this value reaches ~1/L the
+    assumption fails and alpha freezes inside [1/L, 1/mu] instead (THEORY.md §14 item 26's "drifts into the range"
+    holds only then).
+
+    Reference: THEORY.md §12.1, §14 item 26 [derived here; continuous-time approximation]. Constants:
+    approximate (the discrete iteration gives alpha_T within ~5% of it for alpha_inf <= 1/(2L) on the quadratic
+    families of the predictions table).
+
+    >>> hd_freeze_step(0.3, 0.5, 0.07)
+    0.4
+    """
+    a0 = v.nonnegative("alpha0", alpha0)
+    return float(np.sqrt(a0**2 + 2.0 * v.nonnegative("beta_hyp", beta_hyp) * v.nonnegative("f_gap", f_gap)))
