@@ -23,6 +23,15 @@ Methods (all return the average over tasks, in the shape of ``params``):
 - ``"anil"``: MAML where only the parameters named in ``inner_params`` adapt (Raghu et al. 2020); exact second
   order through the head's steps. With every name adapting it equals ``"maml"``.
 
+Separate Hessian batch (``hessian=``, Fallah, Mokhtari, Ozdaglar 2020's :math:`D^i_h`; THEORY.md §1.2, §4): for
+``"maml"``, ``"anil"`` and ``"hfmaml"`` the Hessian(-vector) products of every inner step's Jacobian use per-task data
+``hessian`` (task axis first) instead of the support data, while the inner steps themselves still use the support
+data: :math:`\\prod_t(I-\\alpha\\nabla^2\\ell(w^i_t;D^i_h))\\nabla\\ell^q(w^i_N;D_i)`. For maml/anil this is exact
+autodiff of the step :math:`w-\\alpha[\\nabla\\ell(w;D_h)+\\mathrm{sg}(\\nabla\\ell(w;S)-\\nabla\\ell(w;D_h))]` (sg: stop
+gradient), whose value is the support step and whose Jacobian is :math:`I-\\alpha\\nabla^2\\ell(w;D_h)`. With S, D_h
+and D independent the one-step estimator is unbiased on quadratic families (THEORY.md §14 item 8); one batch
+serves all N factors (as one support batch serves all N steps).
+
 Oracle accounting, per task and summed over the B tasks (``EngineInfo.oracle``): an inner step is one gradient;
 the query gradient is one gradient; back-propagating through an inner step is one Hessian-vector product.
 So maml and anil: grad = B(N+1), hvp = BN; fomaml: grad = B(N+1); hfmaml: grad = B(N+1) + 2BN (finite
@@ -60,6 +69,8 @@ from ..types import (
 
 METHODS = ("maml", "fomaml", "hfmaml", "reptile", "imaml", "anil")
 COMPILE_POLICIES = ("auto", "always", "never")
+#: Methods whose Hessian-vector products can use a separate per-task batch (``meta_gradient(hessian=...)``).
+HESSIAN_BATCH_METHODS = ("maml", "anil", "hfmaml")
 
 
 # ------------------------------------------------------------------------------------------ per-task maths
@@ -75,19 +86,32 @@ def _restrict(params, names):
     return {k: params[k] for k in names}
 
 
-def _adapt(loss, params, support, alpha, N, names=None):
-    """N inner GD steps on ``loss(., support)``; differentiable (graph kept) when called under a transform."""
+def _split_step_grad(g, support, hessian):
+    """The inner-step gradient whose value is g(w; support) and whose derivative is the Hessian on ``hessian``:
+    :math:`\\nabla\\ell(w;D_h)+\\mathrm{sg}(\\nabla\\ell(w;S)-\\nabla\\ell(w;D_h))` (``hessian`` None: g(w; support))."""
+    if hessian is None:
+        return lambda w: g(w, support)
+
+    def step(w):
+        gh = g(w, hessian)
+        return tree_map(lambda h, s_: h + (s_ - h).detach(), gh, g(w, support))
+    return step
+
+
+def _adapt(loss, params, support, alpha, N, names=None, hessian=None):
+    """N inner GD steps on ``loss(., support)``; differentiable (graph kept) when called under a transform.
+    With ``hessian`` data the steps' values are unchanged and their Jacobians use the Hessian on ``hessian``."""
     if names is None:
-        step_grad = grad(loss)
+        step_grad = _split_step_grad(grad(loss), support, hessian)
         for _ in range(N):
-            params = _sgd(params, step_grad(params, support), alpha)
+            params = _sgd(params, step_grad(params), alpha)
         return params
     fixed = {k: v for k, v in params.items() if k not in names}
     head_loss = lambda head, data: loss({**fixed, **head}, data)  # noqa: E731
     head = _restrict(params, names)
-    step_grad = grad(head_loss)
+    step_grad = _split_step_grad(grad(head_loss), support, hessian)
     for _ in range(N):
-        head = _sgd(head, step_grad(head, support), alpha)
+        head = _sgd(head, step_grad(head), alpha)
     return {**params, **head}
 
 
@@ -99,11 +123,14 @@ def _tree_axpy(a, x, y):
 def _task_fn(method: str, loss: LossFn, qloss: LossFn, N: int, names, opts: dict) -> Callable:
     """The per-task function (params, support, query, alpha) -> (direction, adapted params) of a method.
 
-    For ``maml``/``anil`` the direction is the task's meta-loss; the caller differentiates the task mean.
+    For ``maml``/``anil`` the direction is the task's meta-loss; the caller differentiates the task mean. With
+    ``opts["hessian"]`` the support argument is the pair (support data, Hessian-batch data).
     """
+    split = bool(opts.get("hessian", False))
     if method in ("maml", "anil"):
         def task(params, support, query, alpha):
-            adapted = _adapt(loss, params, support, alpha, N, names)
+            sup, hes = support if split else (support, None)
+            adapted = _adapt(loss, params, sup, alpha, N, names, hes)
             return qloss(adapted, query), adapted
         return task
 
@@ -123,14 +150,15 @@ def _task_fn(method: str, loss: LossFn, qloss: LossFn, N: int, names, opts: dict
         delta = opts["delta"]
 
         def task(params, support, query, alpha):
+            support, hes = support if split else (support, support)
             g = grad(loss)
             iterates = [params]
             for _ in range(N):
                 iterates.append(_sgd(iterates[-1], g(iterates[-1], support), alpha))
             v = grad(qloss)(iterates[-1], query)
             for w in reversed(iterates[:-1]):
-                plus = g(_tree_axpy(delta, v, w), support)
-                minus = g(_tree_axpy(-delta, v, w), support)
+                plus = g(_tree_axpy(delta, v, w), hes)
+                minus = g(_tree_axpy(-delta, v, w), hes)
                 v = _tree_axpy(-alpha / (2 * delta), _tree_axpy(-1.0, minus, plus), v)
             return v, iterates[-1]
         return task
@@ -369,6 +397,7 @@ def meta_gradient(
     cg_steps: int | None = None,
     delta: float = 1e-4,
     compile: str | None = None,
+    hessian=None,
 ):
     """Meta-gradient of N-step meta-learning averaged over B tasks, and an :class:`EngineInfo`.
 
@@ -376,7 +405,9 @@ def meta_gradient(
     tensor, or a tuple or dict of tensors). ``method`` is one of ``METHODS`` (see the module docstring);
     ``inner_steps`` is N >= 0, ``inner_lr`` is alpha > 0; ``query_loss`` defaults to ``loss``; ``inner_params``
     names the adapted leaves for ``"anil"``; ``lam`` and ``cg_steps`` (Q) are iMAML's regulariser and CG steps;
-    ``delta`` is HF-MAML's finite-difference radius; ``compile`` overrides the compile policy for this call.
+    ``delta`` is HF-MAML's finite-difference radius; ``compile`` overrides the compile policy for this call;
+    ``hessian`` (maml, anil, hfmaml only; None: the support data) holds each task's separate Hessian batch
+    :math:`D_h` (task axis first, B tasks), used for the Hessian-vector products (module docstring).
     Returns ``(mg, info)``: ``mg`` in the shape of ``params``; ``info.inner`` the adapted parameters (task axis
     first); ``info.oracle`` the oracle calls (module docstring).
 
@@ -406,6 +437,15 @@ def meta_gradient(
     Bq = _num_tasks(qry_leaves, "query")
     if B != Bq:
         raise InvalidArgumentError(f"support has {B} tasks but query has {Bq}; they must match (axis 0)")
+    if hessian is not None:
+        if method not in HESSIAN_BATCH_METHODS:
+            raise InvalidArgumentError(f"hessian batches are used by methods {HESSIAN_BATCH_METHODS}; "
+                                       f"method={method!r} takes hessian=None")
+        hes_leaves: list = []
+        sig_h = _describe(hessian, "hessian", hes_leaves)
+        Bh = _num_tasks(hes_leaves, "hessian")
+        if Bh != B:
+            raise InvalidArgumentError(f"support has {B} tasks but hessian has {Bh}; they must match (axis 0)")
     qloss = query_loss if query_loss is not None else loss
     if query_loss is not None and not callable(query_loss):
         raise InvalidTypeError(f"query_loss must be callable; got {type(query_loss).__name__}")
@@ -426,6 +466,9 @@ def meta_gradient(
         opts["cg_steps"] = check_int("cg_steps", 10 if cg_steps is None else cg_steps, minimum=0)
     if method == "hfmaml":
         opts["delta"] = check_positive("delta", delta)
+    if hessian is not None:
+        opts["hessian"] = True
+        sig_s = ("hessian-split", sig_s, sig_h)
     policy = _policy if compile is None else check_choice("compile", compile, COMPILE_POLICIES)
 
     ref = leaves(params)[0]
@@ -435,8 +478,10 @@ def meta_gradient(
     if key not in _CACHE:  # a new configuration: check once that the loss accepts these shapes
         _probe(loss, params, support, "support")
         _probe(qloss, params, query, "query")
+        if hessian is not None:
+            _probe(loss, params, hessian, "hessian")
     fn = _get_fn(key, functools.partial(_build, method, loss, qloss, N, names, opts), policy)
-    mg, adapted = fn(params, support, query, alpha)
+    mg, adapted = fn(params, support if hessian is None else (support, hessian), query, alpha)
 
     if method in ("maml", "anil"):
         oracle = OracleCount(grad=B * (N + 1), hvp=B * N)

@@ -177,6 +177,8 @@ class MAML:
 
     name: ClassVar[str] = "maml"
     engine: ClassVar[str] = "maml"
+    #: whether the step's Hessian-vector products can use a separate batch (``sampling.D_H``)
+    hessian_batch: ClassVar[bool] = True
 
     def __post_init__(self):
         check_step("alpha", self.alpha)
@@ -185,6 +187,10 @@ class MAML:
         if not isinstance(self.sampling, Sampling):
             raise InvalidTypeError(f"sampling must be a Sampling, got {type(self.sampling).__name__}")
         check_choice("compile", self.compile, COMPILE_POLICIES)
+        if self.sampling.D_H is not None and not self.hessian_batch:
+            raise InvalidArgumentError(
+                f"sampling.D_H = {self.sampling.D_H} sets a separate Hessian batch, which {self.name} does not use; "
+                "valid: D_H None, or a second-order solver (maml, anil, hfmaml)")
 
     @property
     def method(self) -> str:
@@ -218,10 +224,15 @@ class MAML:
         return {}
 
     def direction(self, state: MetaState, tasks: MetaTasks):
-        """The meta-gradient estimate on a task batch and the engine's info."""
+        """The meta-gradient estimate on a task batch and the engine's info (Hessian-vector products on the
+        tasks' separate Hessian batch when ``sampling.D_H`` drew one)."""
+        kwargs = self._engine_kwargs(tasks)
+        hessian = getattr(tasks, "hessian", None)
+        if hessian is not None and self.hessian_batch:
+            kwargs["hessian"] = hessian
         return meta_gradient(tasks.loss, state.theta, tasks.support, tasks.query, method=self.engine,
                              inner_steps=self.N, inner_lr=state.alpha, query_loss=tasks.query_loss,
-                             compile=self.compile, **self._engine_kwargs(tasks))
+                             compile=self.compile, **kwargs)
 
     def step(self, state: MetaState, source: MetaSource, gen: torch.Generator):
         tasks = source.batch(gen)
@@ -239,6 +250,7 @@ class FOMAML(MAML):
 
     name: ClassVar[str] = "fomaml"
     engine: ClassVar[str] = "fomaml"
+    hessian_batch: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -273,6 +285,7 @@ class Reptile(MAML):
 
     name: ClassVar[str] = "reptile"
     engine: ClassVar[str] = "reptile"
+    hessian_batch: ClassVar[bool] = False
 
     def step(self, state, source, gen):
         tasks = source.batch(gen)
@@ -319,6 +332,7 @@ class IMAML(MAML):
 
     name: ClassVar[str] = "imaml"
     engine: ClassVar[str] = "imaml"
+    hessian_batch: ClassVar[bool] = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -342,6 +356,7 @@ class MetaSGD(MAML):
     is the one in (theta, alpha). Per-parameter steps are not constrained to stay positive."""
 
     name: ClassVar[str] = "metasgd"
+    hessian_batch: ClassVar[bool] = False
 
     def init(self, source, seed):
         theta = source.init_params(seed)
@@ -394,6 +409,7 @@ class AlphaMAML(MAML):
     alpha_min: float = 1e-8
 
     name: ClassVar[str] = "alpha-maml"
+    hessian_batch: ClassVar[bool] = False
 
     def __post_init__(self):
         super().__post_init__()

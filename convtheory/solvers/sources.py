@@ -68,10 +68,59 @@ _BATCHED_EXACT = ("A", "c", "C", "e", "e0", "a", "b", "eigenvalues", "w_true", "
 
 
 def take_tasks(tasks: MetaTasks, idx: torch.Tensor) -> MetaTasks:
-    """The sub-batch ``idx`` of a task batch (data and the per-task entries of ``exact``; constants kept)."""
+    """The sub-batch ``idx`` of a task batch (data, a Hessian batch, the per-task entries of ``exact``; constants
+    kept)."""
     exact = {k: (_take(v, idx) if k in _BATCHED_EXACT else v) for k, v in tasks.exact.items()}
+    extra = {"hessian": _take(tasks.hessian, idx)} if isinstance(tasks, HessianBatchTasks) else {}
     return dataclasses.replace(tasks, support=_take(tasks.support, idx), query=_take(tasks.query, idx),
-                               exact=exact)
+                               exact=exact, **extra)
+
+
+@dataclass(frozen=True)
+class HessianBatchTasks(MetaTasks):
+    """A task batch with a separate per-task Hessian batch ``hessian`` (D_H samples per task, task axis first),
+    independent of the support (S) and query (D) samples: Fallah, Mokhtari, Ozdaglar (2020)'s :math:`D^i_h`."""
+
+    hessian: Any = None
+
+
+def _split_samples(data: Any, S: int) -> tuple[Any, Any]:
+    """(first S samples, the rest) of per-task data whose sample axis is axis 1 (every leaf)."""
+    if isinstance(data, torch.Tensor):
+        if data.dim() < 2:
+            raise InvalidArgumentError(f"splitting off a Hessian batch needs a sample axis (axis 1); got a tensor of "
+                                       f"shape {tuple(data.shape)}")
+        return data[:, :S], data[:, S:]
+    if isinstance(data, dict):
+        parts = {k: _split_samples(v, S) for k, v in data.items()}
+        return {k: p[0] for k, p in parts.items()}, {k: p[1] for k, p in parts.items()}
+    if isinstance(data, (tuple, list)):
+        parts = [_split_samples(v, S) for v in data]
+        return type(data)(p[0] for p in parts), type(data)(p[1] for p in parts)
+    raise InvalidTypeError(f"task data must be tensors, tuples or dicts, got {type(data).__name__}")
+
+
+def split_hessian_batch(tasks: MetaTasks, S: int) -> HessianBatchTasks:
+    """Split tasks drawn with S + D_H support samples into S support samples and a D_H-sample Hessian batch.
+
+    The samples of a task are i.i.d., so the two parts are independent batches of the same task. Quadratic exact
+    oracles (``exact`` with ``A`` and ``c``) are recomputed on the S support samples, exactly (a quadratic loss has
+    :math:`A=\\nabla^2\\ell`, :math:`c=-\\nabla\\ell(0)`); ``constants`` stay those of the S + D_H samples (valid
+    bounds for both parts only where they are population constants).
+    """
+    from torch.func import grad, vmap
+
+    support, hes = _split_samples(tasks.support, S)
+    exact = dict(tasks.exact)
+    if "A" in exact and "c" in exact:  # quadratic: c = -grad(0), A e_j = grad(e_j) - grad(0)
+        c = exact["c"]
+        eye = torch.eye(c.shape[-1], dtype=c.dtype, device=c.device)
+        at_basis = vmap(vmap(grad(tasks.loss), in_dims=(0, None)), in_dims=(None, 0))(eye, support)
+        g0 = vmap(grad(tasks.loss), in_dims=(None, 0))(torch.zeros_like(eye[0]), support)
+        A = (at_basis - g0.unsqueeze(-2)).transpose(-1, -2)
+        exact["A"], exact["c"] = 0.5 * (A + A.transpose(-1, -2)), -g0
+    return HessianBatchTasks(support=support, query=tasks.query, loss=tasks.loss, constants=tasks.constants,
+                             query_loss=tasks.query_loss, exact=exact, hessian=hes)
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -83,6 +132,11 @@ class Sampling:
     pool size M of finite-sum mode (None: M = B, i.e. deterministic full-batch meta-GD; must be >= B).
     ``S``, ``D``: support and query samples per task; they replace the family's own ``S`` and ``D`` fields
     (None keeps the family's; a family without such fields, e.g. the population ``QuadraticTasks``, takes None only).
+    ``D_H``: samples per task of a separate Hessian batch, independent of the S inner-step and D query samples
+    (Fallah, Mokhtari, Ozdaglar 2020; THEORY.md §1.2, §14 item 8); the second-order solvers (MAML, ANIL, HF-MAML)
+    then take their Hessian-vector products on it. None (default): the Hessians use the support samples, as
+    before. Needs a family with an ``S`` field whose support data have the sample axis at axis 1: each task is
+    drawn with S + D_H support samples and split (:func:`split_hessian_batch`).
     """
 
     mode: str = "finite-sum"
@@ -90,6 +144,7 @@ class Sampling:
     num_tasks: int | None = None
     S: int | None = None
     D: int | None = None
+    D_H: int | None = None
 
     def __post_init__(self):
         check_choice("mode", self.mode, MODES)
@@ -100,7 +155,7 @@ class Sampling:
                 raise InvalidArgumentError(f"num_tasks = {M} < B = {self.B}; the pool must hold at least B tasks")
             if self.mode == "resample":
                 raise InvalidArgumentError("num_tasks is a finite-sum setting; with mode='resample' leave it None")
-        for name in ("S", "D"):
+        for name in ("S", "D", "D_H"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1)
 
@@ -109,11 +164,18 @@ class Sampling:
         return self.B if self.num_tasks is None else int(self.num_tasks)
 
     def apply(self, family: Any) -> Any:
-        """The family with its ``S`` / ``D`` fields replaced by this sampling's (when given)."""
+        """The family with its ``S`` / ``D`` fields replaced by this sampling's (when given); with ``D_H`` its
+        ``S`` is S + D_H (the draw that :func:`split_hessian_batch` splits)."""
         changes = {k: getattr(self, k) for k in ("S", "D") if getattr(self, k) is not None}
+        names = {f.name for f in dataclasses.fields(family)} if dataclasses.is_dataclass(family) else set()
+        if self.D_H is not None:
+            if "S" not in names:
+                raise InvalidArgumentError(
+                    f"sampling sets D_H = {self.D_H} but {type(family).__name__} has no sample-size field S to draw "
+                    "a Hessian batch from; leave D_H None for this family")
+            changes["S"] = changes.get("S", family.S) + self.D_H
         if not changes:
             return family
-        names = {f.name for f in dataclasses.fields(family)} if dataclasses.is_dataclass(family) else set()
         missing = [k for k in changes if k not in names]
         if missing:
             raise InvalidArgumentError(
@@ -141,8 +203,15 @@ class MetaSource:
         self.sampling = sampling
         self.eval_tasks = check_int("eval_tasks", eval_tasks, minimum=1)
         pool_seed, test_seed, self._eval_seed = subseeds(seed, 3)
-        self.pool = self.family.sample(sampling.pool_size, pool_seed) if self.finite_sum else None
-        self.test_tasks = self.family.sample(self.eval_tasks, test_seed)
+        self.pool = self._sample(sampling.pool_size, pool_seed) if self.finite_sum else None
+        self.test_tasks = self._sample(self.eval_tasks, test_seed)
+
+    def _sample(self, B: int, seed: int) -> MetaTasks:
+        """B tasks from the family; with ``D_H`` split into S support samples and a Hessian batch."""
+        tasks = self.family.sample(B, seed)
+        if self.sampling.D_H is None:
+            return tasks
+        return split_hessian_batch(tasks, self.family.S - self.sampling.D_H)
 
     @property
     def finite_sum(self) -> bool:
@@ -155,7 +224,7 @@ class MetaSource:
         """B tasks for one step: fresh ones (resample) or B of the pool (finite-sum; the whole pool if B = M)."""
         B = self.sampling.B
         if not self.finite_sum:
-            return self.family.sample(B, draw_seed(gen))
+            return self._sample(B, draw_seed(gen))
         M = self.sampling.pool_size
         if B == M:
             return self.pool
@@ -169,7 +238,7 @@ class MetaSource:
         """
         if self.finite_sum:
             return self.pool, True
-        return self.family.sample(self.eval_tasks, self._eval_seed + int(iteration)), False
+        return self._sample(self.eval_tasks, self._eval_seed + int(iteration)), False
 
 
 # ------------------------------------------------------------------------------------------ stochastic bilevel

@@ -20,7 +20,8 @@ __all__ = [
     "ji_safe_inner_step", "inner_growth_factor", "safe_step_growth_bound", "ji_smoothness_estimate",
     "ji_outer_step", "fallah_inner_step_max", "fallah_local_smoothness", "fallah_outer_step",
     "hf_maml_fd_error_bound", "maml_quadratic_gradient", "fomaml_quadratic_direction", "maml_fixed_point",
-    "fomaml_fixed_point", "fomaml_floor", "reptile_fixed_point",
+    "fomaml_fixed_point", "fomaml_floor", "reptile_fixed_point", "linreg_maml_gradient", "linreg_shared_batch_bias",
+    "linreg_finite_s_meta_hessian", "k2_expansions",
 ]
 
 
@@ -232,3 +233,89 @@ def reptile_fixed_point(alpha: float, k: int, A, a) -> np.ndarray:
     Pk, _, a, _ = _family(alpha, k, A, a, None, None)
     M = np.eye(a.shape[1]) - Pk
     return _solve(np.mean(M, axis=0), np.mean(np.einsum("bij,bj->bi", M, a), axis=0), "E[I - P^k]")
+
+
+# ------------------------------------------------------- Gaussian linear regression: one-step MAML estimators
+def _linreg(theta, alpha, Sigma, m):
+    alpha = v.positive("alpha", alpha)
+    Sigma = v.sym_matrix("Sigma", Sigma)
+    theta, m = v.vector("theta", theta), v.vector("m", m)
+    if theta.shape != m.shape or theta.shape[0] != Sigma.shape[0]:
+        raise InvalidArgumentError(f"theta {theta.shape}, m {m.shape} and Sigma {Sigma.shape} disagree on d")
+    return alpha, Sigma, theta - m
+
+
+def linreg_maml_gradient(theta, alpha: float, Sigma, m) -> np.ndarray:
+    """Exact one-step MAML gradient of Fallah et al.'s objective E_i f_i(theta - alpha grad f_i(theta)) on Gaussian
+    linear-regression tasks with population losses: (I - alpha Sigma) Sigma (I - alpha Sigma) (theta - m).
+
+    Task i: x ~ N(0, Sigma), y = x^T w_i + noise, w_i with mean m, f_i(w) = E (x^T w - y)^2 / 2, so grad f_i(w) =
+    Sigma (w - w_i); the gradient is linear in w_i, so the task average only needs m. It is also the expectation of
+    the stochastic MAML estimator (I - alpha H_{D_H}) grad f(w_1; D), w_1 = theta - alpha grad f(theta; S), when the
+    S, D_H and D batches are independent (THEORY.md §1.2, §14 item 8).
+
+    Reference: THEORY.md §1.2, §14 item 8 [derived]; independent batches: Fallah, Mokhtari, Ozdaglar (2020).
+    Constants: exact.
+    """
+    alpha, Sigma, u = _linreg(theta, alpha, Sigma, m)
+    P = np.eye(len(u)) - alpha * Sigma
+    return P @ Sigma @ P @ u
+
+
+def linreg_shared_batch_bias(theta, alpha: float, S: int, Sigma, m) -> np.ndarray:
+    """Bias of the one-step MAML estimator when its Hessian uses the inner step's S samples (shared batch).
+
+    With A_S = X^T X / S of S Gaussian samples, E[(I - alpha A_S) Sigma (I - alpha A_S)] exceeds the independent
+    value by alpha^2 (E[A_S Sigma A_S] - Sigma^3), and Isserlis' theorem (E[x x^T M x x^T] = 2 Sigma M Sigma +
+    tr(M Sigma) Sigma for symmetric M) gives E[A_S Sigma A_S] = Sigma^3 + (Sigma^3 + tr(Sigma^2) Sigma) / S, so
+
+        bias = alpha^2 / S (Sigma^3 + tr(Sigma^2) Sigma) (theta - m)
+
+    (the label noise drops out: it is independent of X with mean 0). It does not depend on D or on how many
+    estimates are averaged; it vanishes as S -> infinity.
+
+    Reference: THEORY.md §1.2, §14 item 8 [derived]. Constants: exact (Gaussian features).
+    """
+    alpha, Sigma, u = _linreg(theta, alpha, Sigma, m)
+    S = v.count("S", S, minimum=1)
+    S3 = Sigma @ Sigma @ Sigma
+    return alpha**2 / S * (S3 + np.trace(Sigma @ Sigma) * Sigma) @ u
+
+
+def linreg_finite_s_meta_hessian(alpha: float, S: int, Sigma) -> np.ndarray:
+    """Hessian of the resampling-regime one-step MAML objective E ell_D(theta - alpha grad ell_S(theta)) with S
+    Gaussian support samples per task (the objective whose gradient the shared-batch estimator is unbiased for):
+
+        H_S = (I - alpha Sigma) Sigma (I - alpha Sigma) + alpha^2 / S (Sigma^3 + tr(Sigma^2) Sigma),
+
+    its gradient is H_S (theta - m) and its minimiser is m (see :func:`linreg_shared_batch_bias`).
+
+    Reference: THEORY.md §1.2, §14 items 7, 28 [derived]. Constants: exact.
+    """
+    alpha = v.positive("alpha", alpha)
+    Sigma = v.sym_matrix("Sigma", Sigma)
+    S = v.count("S", S, minimum=1)
+    P = np.eye(Sigma.shape[0]) - alpha * Sigma
+    S3 = Sigma @ Sigma @ Sigma
+    H = P @ Sigma @ P + alpha**2 / S * (S3 + np.trace(Sigma @ Sigma) * Sigma)
+    return 0.5 * (H + H.T)
+
+
+def k2_expansions(alpha: float, avg_grad, avg_grad_inner) -> dict[str, np.ndarray]:
+    """Nichol et al.'s second-order expansions of the expected k = 2 directions (two steps on distinct batches):
+
+    MAML ~ AvgGrad - 2 alpha AvgGradInner, FO-MAML ~ AvgGrad - alpha AvgGradInner,
+    Reptile ~ 2 AvgGrad - alpha AvgGradInner, each with an O(alpha^2) remainder; AvgGrad = E[g_1],
+    AvgGradInner = E[H_2 g_1] = E[H_1 g_2] (g_j, H_j gradient and Hessian of batch j at theta).
+    Derivation: phi_1 = theta - alpha g_1; g_2(phi_1) = g_2 - alpha H_2 g_1 + O(alpha^2); MAML multiplies by
+    (I - alpha H_1); Reptile adds g_1. On quadratic batches the FO-MAML and Reptile remainders are exactly 0 and
+    MAML's is exactly alpha^2 E[H_1 H_2 g_1].
+
+    Reference: Nichol, Achiam, Schulman (2018), Taylor analysis; THEORY.md §3, §14 item 11 [uncertain recall,
+    re-derived here]. Constants: exact coefficients.
+    """
+    alpha = v.positive("alpha", alpha)
+    g, gi = v.vector("avg_grad", avg_grad), v.vector("avg_grad_inner", avg_grad_inner)
+    if g.shape != gi.shape:
+        raise InvalidArgumentError(f"avg_grad {g.shape} and avg_grad_inner {gi.shape} must have the same shape")
+    return {"maml": g - 2 * alpha * gi, "fomaml": g - alpha * gi, "reptile": 2 * g - alpha * gi}
