@@ -11,12 +11,18 @@ generic loop that records a Trace.
 from .base import Budget, Metrics, StepInfo, run
 from .bilevel import (
     ESJ,
+    MRBO,
+    VRBO,
     AIDBiO,
     AIDBiONeumann,
     BilevelState,
     ITDBiO,
+    RecursiveState,
     StocBiO,
+    StochasticESJ,
     aid_hypergradient,
+    esjs_hypergradient,
+    samples_per_step,
     stocbio_hypergradient,
 )
 from .meta import (
@@ -61,6 +67,9 @@ SOLVERS: dict[str, type] = {
     "itd-bio": ITDBiO,
     "stocbio": StocBiO,
     "esj": ESJ,
+    "esj-s": StochasticESJ,
+    "mrbo": MRBO,
+    "vrbo": VRBO,
 }
 
 __all__ = [
@@ -69,4 +78,5 @@ __all__ = [
     "Metrics", "Reptile", "SOLVERS", "Sampling", "StepInfo", "StocBiO", "StochasticBilevel", "aid_hypergradient",
     "as_stochastic", "deterministic_samples", "diverged_at", "hypercleaning_minibatches", "imaml_exact",
     "metasgd_gradient", "objective_value_and_grad", "quadratic_noise", "run", "stocbio_hypergradient",
+    "MRBO", "VRBO", "RecursiveState", "StochasticESJ", "esjs_hypergradient", "samples_per_step",
 ]

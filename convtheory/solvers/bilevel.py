@@ -1,9 +1,12 @@
 """Bilevel solvers for :math:`\\min_x\\Phi(x)=f(x,y^*(x))`, :math:`y^*(x)=\\arg\\min_yg(x,y)`: AID-BiO (CG or
-Neumann), ITD-BiO, stocBiO and the Hessian-free ESJ, each a frozen config plus a step function.
+Neumann), ITD-BiO, stocBiO, the Hessian-free ESJ and its stochastic version ESJ-S, and the variance-reduced MRBO
+and VRBO (Yang, Ji, Liang 2021), each a frozen config plus a step function.
 
 Every step runs N inner steps on g from :math:`y_0` (the previous step's :math:`y_N` when warm-started, else the
 problem's ``y0``), forms a hypergradient estimate :math:`\\hat\\nabla\\Phi(x_k)` and moves
 :math:`x_{k+1}=x_k-\\beta\\hat\\nabla\\Phi(x_k)` (Ji, Yang, Liang 2021, THEORY.md §10; Sow, Ji, Liang 2021, §11).
+MRBO and VRBO instead carry recursive estimates of the hypergradient and of :math:`\\nabla_yg` from step to step
+(see their classes).
 The Trace measures :math:`\\|\\nabla\\Phi(x_k)\\|` with the problem's exact ``hypergradient`` oracle (else the
 engine's ``"exact"`` Newton solve, labelled an estimate), :math:`\\Phi(x_k)` as the training loss (the problem's
 ``extra["phi"]``, else :math:`f(x_k,y_k)`), and ``extra["test_loss"]`` at the inner iterate where the problem has it.
@@ -16,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
-from torch.func import grad, jvp, vjp
+from torch.func import grad, jvp, vjp, vmap
 
 from ..hypergrad import linsolve
 from ..hypergrad.bilevel import hypergradient
-from ..tree import tree_add, tree_map, tree_sub
+from ..theory import stochastic_bilevel as _sb
+from ..tree import flatten, tree_add, tree_dot, tree_map, tree_sub, unflatten
 from ..types import InvalidTypeError, OracleCount, Params, check_choice, check_int
 from .base import Metrics, StepInfo
 from .meta import check_step
@@ -314,3 +318,306 @@ class StocBiO(_BilevelSolver):
         eta = self.alpha if self.eta is None else self.eta
         hg, _, oracle = stocbio_hypergradient(F_out, G_jac, G_hess, x, y, eta, self.variant)
         return self._move(state, hg, y, oracle + OracleCount(grad=self.N))
+
+
+# ------------------------------------------------------------------------------- recursive stochastic solvers
+@dataclass(frozen=True)
+class RecursiveState:
+    """State of MRBO / VRBO: the iterate (x, y), the recursive estimates ``v`` (of the hypergradient) and ``u`` (of
+    :math:`\\nabla_yg`) at the point they track, the step count ``k``, and MRBO's previous iterate ``x_prev``,
+    ``y_prev`` (where its correction re-evaluates the new batches)."""
+
+    x: Params
+    y: Params
+    v: Params | None = None
+    u: Params | None = None
+    k: int = 0
+    x_prev: Params | None = None
+    y_prev: Params | None = None
+
+
+@dataclass(frozen=True)
+class _NeumannBatches:
+    """One draw of the minibatches of a stocBiO-type estimate: F batch, mixed-derivative batch, Q Hessian batches,
+    and the batch of the inner gradient; :meth:`estimate` evaluates them at any (x, y), so that a recursive
+    estimator can evaluate the same samples at two points."""
+
+    F_out: Fn
+    G_jac: Fn
+    G_hess: tuple
+    G_inner: Fn
+
+    @staticmethod
+    def draw(source: BilevelSource, gen: torch.Generator, D: int, D_H: int, S: int, Q: int) -> "_NeumannBatches":
+        F_out = source.sample_f(D, gen)
+        G_jac = source.sample_g(D, gen)
+        G_hess = tuple(source.sample_g(D_H, gen) for _ in range(Q))
+        return _NeumannBatches(F_out, G_jac, G_hess, source.sample_g(S, gen))
+
+    def estimate(self, x: Params, y: Params, eta) -> tuple[Params, Params]:
+        """(stocBiO's hypergradient estimate, the inner gradient estimate) at (x, y): grad 2, hvp Q, jvp 1."""
+        hg, _, _ = stocbio_hypergradient(self.F_out, self.G_jac, self.G_hess, x, y, eta)
+        return _detach(hg), _detach(grad(self.G_inner, argnums=1)(x, y))
+
+
+def _one_estimate(Q: int) -> OracleCount:
+    return OracleCount(grad=2, hvp=Q, jvp=1)
+
+
+def _recursive(new: Params, weight, old_est: Params, new_at_old: Params) -> Params:
+    """:math:`\\text{new}+(1-w)(\\text{old\\_est}-\\text{new\\_at\\_old})` (STORM with w in [0, 1]; SARAH: w = 0)."""
+    return tree_add(new, tree_sub(old_est, new_at_old), 1.0 - weight)
+
+
+@dataclass(frozen=True)
+class _RecursiveBilevel:
+    """Shared settings of MRBO and VRBO: inner step ``alpha``, outer step ``beta``, Neumann length ``Q`` and step
+    ``eta`` (default alpha) of the stocBiO estimator they both use. The loop protocol (``source``, ``params``,
+    ``metrics``) is the other bilevel solvers'; y is always carried from step to step (no warm-start switch)."""
+
+    alpha: Any = 0.1
+    beta: Any = 0.1
+    Q: int = 10
+    eta: Any = None
+
+    name: ClassVar[str] = ""
+
+    def __post_init__(self):
+        check_step("alpha", self.alpha)
+        check_step("beta", self.beta)
+        check_int("Q", self.Q, minimum=0)
+        if self.eta is not None:
+            check_step("eta", self.eta)
+
+    @property
+    def method(self) -> str:
+        return self.name
+
+    @property
+    def neumann_step(self):
+        return self.alpha if self.eta is None else self.eta
+
+    source = _BilevelSolver.source
+    metrics = _BilevelSolver.metrics
+
+    def init(self, source: BilevelSource, seed: int) -> RecursiveState:
+        return RecursiveState(x=source.problem.x0, y=source.problem.y0)
+
+    def params(self, state: RecursiveState) -> Params:
+        return state.x
+
+
+@dataclass(frozen=True)
+class MRBO(_RecursiveBilevel):
+    """MRBO (Yang, Ji, Liang, NeurIPS 2021, arXiv 2106.04692, Algorithm 1): single loop, STORM-type recursive
+    momentum on both the hypergradient and the inner gradient.
+
+    Step k draws fresh batches :math:`\\bar{\\mathcal B}_k` (D for F, D for the mixed derivative, Q Hessian batches
+    of D_H: stocBiO's Neumann estimator :math:`\\hat\\nabla\\Phi`, :func:`stocbio_hypergradient`) and
+    :math:`\\mathcal B_k` (S samples of G), and forms, with the same batches at the current and previous iterates,
+
+    .. math:: v_k=\\hat\\nabla\\Phi(x_k,y_k;\\bar{\\mathcal B}_k)+(1-c_1\\eta_{k-1}^2)
+              (v_{k-1}-\\hat\\nabla\\Phi(x_{k-1},y_{k-1};\\bar{\\mathcal B}_k)),
+
+    .. math:: u_k=\\nabla_yG(x_k,y_k;\\mathcal B_k)+(1-c_2\\eta_{k-1}^2)
+              (u_{k-1}-\\nabla_yG(x_{k-1},y_{k-1};\\mathcal B_k))
+
+    (:math:`v_0,u_0` the plain estimates), then :math:`x_{k+1}=x_k-\\beta\\eta_kv_k`,
+    :math:`y_{k+1}=y_k-\\alpha\\eta_ku_k` with :math:`\\eta_k=t/(m+k)^{1/3}` (the schedule of the paper's Theorem 1;
+    paper letters: outer step beta, inner step lambda = our alpha). ``step_sizes`` reports
+    :math:`(\\alpha\\eta_k,\\beta\\eta_k)`. Requires :math:`c_i\\eta_0^2\\le1` (momentum weights in [0, 1]).
+    With noise-free samples :math:`v_k=\\hat\\nabla\\Phi(x_k,y_k)` and :math:`u_k=\\nabla_yg(x_k,y_k)` exactly, so
+    MRBO is simultaneous gradient descent on (x, y) with steps :math:`\\beta\\eta_k`, :math:`\\alpha\\eta_k`.
+    Oracle calls (one per minibatch evaluation): step 0 grad 2, hvp Q, jvp 1; later steps twice that. Samples:
+    :func:`convtheory.theory.stochastic_bilevel.mrbo_samples_per_step`.
+    """
+
+    S: int = 32
+    D: int = 32
+    D_H: int = 32
+    t: float = 1.0
+    m: float = 2.0
+    c1: float = 1.0
+    c2: float = 1.0
+
+    name: ClassVar[str] = "mrbo"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for n in ("S", "D", "D_H"):
+            check_int(n, getattr(self, n), minimum=1)
+        for n in ("c1", "c2"):
+            _sb.mrbo_momentum(1, getattr(self, n), self.t, self.m, n)  # validates t, m, c and c * eta_0^2 <= 1
+
+    def schedule(self, k: int) -> float:
+        """:math:`\\eta_k=t/(m+k)^{1/3}`."""
+        return _sb.mrbo_eta(k, self.t, self.m)
+
+    def step_sizes(self, state: RecursiveState) -> tuple[float, float]:
+        e = self.schedule(state.k)
+        return float(self.alpha) * e, float(self.beta) * e
+
+    def step(self, state: RecursiveState, source: BilevelSource, gen: torch.Generator):
+        k, x, y = state.k, state.x, state.y
+        batches = _NeumannBatches.draw(source, gen, self.D, self.D_H, self.S, self.Q)
+        h, g = batches.estimate(x, y, self.neumann_step)
+        oracle = _one_estimate(self.Q)
+        if k == 0:
+            v, u = h, g
+        else:
+            h_old, g_old = batches.estimate(state.x_prev, state.y_prev, self.neumann_step)
+            e2 = self.schedule(k - 1) ** 2
+            v = _recursive(h, self.c1 * e2, state.v, h_old)
+            u = _recursive(g, self.c2 * e2, state.u, g_old)
+            oracle = oracle * 2
+        e = self.schedule(k)
+        x_new = _detach(tree_add(x, v, -self.beta * e))
+        y_new = _detach(tree_add(y, u, -self.alpha * e))
+        new = RecursiveState(x=x_new, y=y_new, v=v, u=u, k=k + 1, x_prev=x, y_prev=y)
+        return new, StepInfo(v, oracle)
+
+
+@dataclass(frozen=True)
+class VRBO(_RecursiveBilevel):
+    """VRBO (Yang, Ji, Liang, NeurIPS 2021, arXiv 2106.04692, Algorithm 2): SARAH/SPIDER-type recursive estimates
+    with a large batch every q outer steps and small batches in a nested inner loop.
+
+    Outer step k: if k mod q = 0, :math:`v_k=\\hat\\nabla\\Phi(x_k,y_k;\\mathcal S_1)` and
+    :math:`u_k=\\nabla_yG(x_k,y_k;\\mathcal S_1)` on fresh batches of S1 samples for every oracle (stocBiO's Neumann
+    estimator, Q Hessian batches); otherwise the estimates the previous step ended with. Then
+    :math:`x_{k+1}=x_k-\\beta v_k`; the estimates follow x with one correction on a fresh small batch
+    :math:`\\mathcal S_2` (S2 samples per oracle) evaluated at both points,
+    :math:`v\\leftarrow v+\\hat\\nabla\\Phi(x_{k+1},y_k;\\mathcal S_2)-\\hat\\nabla\\Phi(x_k,y_k;\\mathcal S_2)`
+    (u alike);
+    then N inner steps :math:`y_{t+1}=y_t-\\alpha u_t`, each followed by the correction
+    :math:`v\\leftarrow v+\\hat\\nabla\\Phi(x_{k+1},y_{t+1};\\mathcal S_2)
+    -\\hat\\nabla\\Phi(x_{k+1},y_t;\\mathcal S_2)`
+    (u alike, fresh S2 each time); :math:`y_{k+1}=y_N`. Every correction keeps (v, u) estimates *at the current
+    point* (the authors' code takes one extra y step after the last correction; we stop at the point the estimates
+    track). With noise-free samples :math:`v_k=\\hat\\nabla\\Phi(x_k,y_k)` and :math:`u=\\nabla_yg` exactly: outer
+    GD with N inner GD steps per step, warm-started. Oracle calls per step (one per minibatch evaluation):
+    grad 4(N + 1) + 2r, hvp Q(2(N + 1) + r), jvp 2(N + 1) + r, r = [k mod q = 0]. Samples:
+    :func:`convtheory.theory.stochastic_bilevel.vrbo_samples_per_step`.
+    """
+
+    N: int = 3
+    q: int = 10
+    S1: int = 256
+    S2: int = 16
+
+    name: ClassVar[str] = "vrbo"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int("N", self.N, minimum=0)
+        check_int("q", self.q, minimum=1)
+        check_int("S1", self.S1, minimum=1)
+        check_int("S2", self.S2, minimum=1)
+
+    def step_sizes(self, state: RecursiveState) -> tuple[float, float]:
+        return float(self.alpha), float(self.beta)
+
+    def step(self, state: RecursiveState, source: BilevelSource, gen: torch.Generator):
+        k, x, y = state.k, state.x, state.y
+        eta, Q, S2 = self.neumann_step, self.Q, self.S2
+        one = _one_estimate(Q)
+        oracle = OracleCount()
+        if k % self.q == 0:
+            v, u = _NeumannBatches.draw(source, gen, self.S1, self.S1, self.S1, Q).estimate(x, y, eta)
+            oracle = oracle + one
+        else:
+            v, u = state.v, state.u
+        direction = v
+        x_new = _detach(tree_add(x, v, -self.beta))
+        b = _NeumannBatches.draw(source, gen, S2, S2, S2, Q)
+        (h1, g1), (h0, g0) = b.estimate(x_new, y, eta), b.estimate(x, y, eta)
+        v, u = _recursive(h1, 0.0, v, h0), _recursive(g1, 0.0, u, g0)
+        for _ in range(self.N):
+            y_new = _detach(tree_add(y, u, -self.alpha))
+            b = _NeumannBatches.draw(source, gen, S2, S2, S2, Q)
+            (h1, g1), (h0, g0) = b.estimate(x_new, y_new, eta), b.estimate(x_new, y, eta)
+            v, u = _recursive(h1, 0.0, v, h0), _recursive(g1, 0.0, u, g0)
+            y = y_new
+        oracle = oracle + one * (2 * (self.N + 1))
+        return RecursiveState(x=x_new, y=y, v=v, u=u, k=k + 1), StepInfo(direction, oracle)
+
+
+# ------------------------------------------------------------------------------------------------ ESJ-S
+def esjs_hypergradient(F_out: Fn, G_inner: Sequence[Fn], x: Params, y0: Params, alpha, U: torch.Tensor, delta,
+                       scale: float = 1.0):
+    """Stochastic ES-Jacobian hypergradient (ESJ-S, Sow, Ji, Liang 2021; THEORY.md §11, §1.3).
+
+    :math:`y_N(x)`: N steps :math:`y_{t+1}=y_t-\\alpha\\nabla_yG(x,y_t;\\mathcal S_t)` from y0 with the minibatch
+    objectives ``G_inner`` (one per step); the Q perturbed runs at :math:`x+\\delta u_j` (rows of ``U``) use the
+    *same* batches, so on a quadratic g the forward difference is :math:`\\hat J_Nu_j` exactly, with
+    :math:`\\hat J_N` the Jacobian of the sampled run. With :math:`v=\\nabla_yF(x,y_N;\\mathcal D_F)`:
+    :math:`\\hat g=\\nabla_xF(x,y_N;\\mathcal D_F)+\\frac{s}{Q}\\sum_j\\langle(y_N(x+\\delta u_j)-y_N(x))/\\delta,v
+    \\rangle u_j` (s = ``scale``: p for unit-sphere directions, else 1). Returns ``(hg, y_N)``; cost grad =
+    (Q + 1) N + 1. With G_inner all equal to g and F_out = f it is ``hypergradient(method="esj")`` with these U.
+    """
+    Q = U.shape[0]
+
+    def run(xx):
+        yy = y0
+        for G in G_inner:
+            yy = tree_add(yy, grad(G, argnums=1)(xx, yy), -alpha)
+        return yy
+
+    y = run(x)
+    X = vmap(lambda row: unflatten(row, x))(flatten(x) + delta * U)
+    Y = vmap(run)(X)
+    Dq = tree_map(lambda a, b: (a - b) / delta, Y, y)
+    y = _detach(y)
+    gxf, gyf = grad(F_out, argnums=(0, 1))(x, y)
+    coef = vmap(tree_dot, in_dims=(0, None))(Dq, gyf)
+    jtv = (scale / Q) * (coef @ U)
+    return unflatten(flatten(gxf) + jtv, x), y
+
+
+@dataclass(frozen=True)
+class StochasticESJ(ESJ):
+    """ESJ-S (Sow, Ji, Liang 2021, THEORY.md §11: the stochastic version for large data sets): ESJ whose inner
+    steps use fresh minibatches of S samples of G (shared by the base and the Q perturbed runs) and whose outer
+    gradient :math:`\\nabla F` uses a minibatch of D samples (:func:`esjs_hypergradient`); directions drawn from the
+    run's generator after the batches, as :class:`ESJ` draws them. With noise-free samples it is :class:`ESJ`.
+    Oracle calls per step: grad = (Q + 1) N + 1 (minibatch evaluations). Samples:
+    :func:`convtheory.theory.stochastic_bilevel.esjs_samples_per_step`."""
+
+    S: int = 32
+    D: int = 32
+
+    name: ClassVar[str] = "esj-s"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int("S", self.S, minimum=1)
+        check_int("D", self.D, minimum=1)
+
+    def step(self, state, source, gen):
+        x = state.x
+        G_inner = [source.sample_g(self.S, gen) for _ in range(self.N)]
+        F_out = source.sample_f(self.D, gen)
+        flat = flatten(x)
+        U = torch.randn(self.Q, flat.numel(), generator=gen, dtype=flat.dtype).to(flat.device)
+        if self.sphere:
+            U = U / torch.linalg.vector_norm(U, dim=1, keepdim=True)
+        scale = float(flat.numel()) if self.sphere else 1.0
+        hg, y = esjs_hypergradient(F_out, G_inner, x, self._y0(state, source), self.alpha, U, self.delta, scale)
+        return self._move(state, hg, y, OracleCount(grad=(self.Q + 1) * self.N + 1))
+
+
+def samples_per_step(solver: Any, k: int) -> int:
+    """Per-sample oracle evaluations step k of a stochastic bilevel solver spends (stocBiO, MRBO, VRBO, ESJ-S):
+    a minibatch of n samples evaluated at one point counts n (THEORY accounting in
+    :mod:`convtheory.theory.stochastic_bilevel`, exact)."""
+    sb = _sb
+    if isinstance(solver, StocBiO):
+        return sb.stocbio_samples_per_step(solver.N, solver.Q, solver.S, solver.D, solver.D_H)
+    if isinstance(solver, MRBO):
+        return sb.mrbo_samples_per_step(k, solver.Q, solver.S, solver.D, solver.D_H)
+    if isinstance(solver, VRBO):
+        return sb.vrbo_samples_per_step(k, solver.N, solver.Q, solver.q, solver.S1, solver.S2)
+    if isinstance(solver, StochasticESJ):
+        return sb.esjs_samples_per_step(solver.N, solver.Q, solver.S, solver.D)
+    raise InvalidTypeError(f"samples_per_step needs a stocbio, mrbo, vrbo or esj-s config, "
+                           f"got {type(solver).__name__}")

@@ -8,7 +8,7 @@ This layer depends on nothing but numbers (floats and numpy arrays).
 ``BOUNDS`` maps ``"module.function"`` to every public scalar theory function.
 """
 
-from . import anil, bilevel, esj, guidelines, hd, imaml, maml, quadratic
+from . import anil, bilevel, esj, guidelines, hd, imaml, maml, quadratic, stochastic_bilevel, warm_start
 from .anil import *  # noqa: F401,F403
 from .bilevel import *  # noqa: F401,F403
 from .bound import Bound
@@ -18,8 +18,10 @@ from .hd import *  # noqa: F401,F403
 from .imaml import *  # noqa: F401,F403
 from .maml import *  # noqa: F401,F403
 from .quadratic import *  # noqa: F401,F403
+from .stochastic_bilevel import *  # noqa: F401,F403
+from .warm_start import *  # noqa: F401,F403
 
-_MODULES = (quadratic, maml, anil, bilevel, imaml, esj, hd)
+_MODULES = (quadratic, maml, anil, bilevel, imaml, esj, hd, stochastic_bilevel, warm_start)
 
 #: name ("module.function") -> theory function, for every public function of the theorem modules.
 BOUNDS = {
@@ -29,7 +31,8 @@ BOUNDS = {
     if callable(getattr(m, name)) and not isinstance(getattr(m, name), type)
 }
 
-__all__ = ["Bound", "BOUNDS", "anil", "bilevel", "esj", "guidelines", "hd", "imaml", "maml", "quadratic"]
+__all__ = ["Bound", "BOUNDS", "anil", "bilevel", "esj", "guidelines", "hd", "imaml", "maml", "quadratic",
+           "stochastic_bilevel", "warm_start"]
 for _m in (*_MODULES, guidelines):
     __all__ += list(_m.__all__)
 del _m

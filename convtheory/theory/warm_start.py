@@ -163,6 +163,7 @@ def itd_warm_start_plateau_bound(alpha, D: int, L, mu, M) -> Bound:
     mu eigenvector.
 
     Reference: Ji, Yang, Liang (ICML 2021) via Huang et al., Thm 1; THEORY.md §10, §14 item 23 [secondary].
+    Constants: exact as an upper bound on the quadratic family (given L >= ||B||); the paper's constant otherwise.
     """
     mu = v.positive("mu", mu)
     alpha = v.positive("alpha", alpha)

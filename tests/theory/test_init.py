@@ -9,7 +9,8 @@ import pytest
 
 import convtheory.theory as th
 
-MODULES = [th.quadratic, th.maml, th.anil, th.bilevel, th.imaml, th.esj, th.hd, th.guidelines]
+MODULES = [th.quadratic, th.maml, th.anil, th.bilevel, th.imaml, th.esj, th.hd, th.guidelines, th.stochastic_bilevel,
+           th.warm_start]
 
 
 def test_bounds_registry_lists_every_public_function_of_the_theorem_modules():
