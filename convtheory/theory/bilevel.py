@@ -382,3 +382,71 @@ def complexity(method: str, oracle: str, kappa: float, eps: float, c: float) -> 
     eps = v.unit_open("eps", eps)
     c = v.positive("c", c)
     return c * kappa**e.kappa_exp * eps ** (-e.eps_exp) * math.log(1.0 / eps) ** e.log_exp
+
+
+# ------------------------------------------------------------------- explicit ITD constants, joint smoothness
+def grazzi_itd_constants(alpha: float, mu: float, L: float, rho: float, tau: float, Lxy: float, M: float,
+                         Lf: float, dist0: float) -> tuple[float, float]:
+    """Explicit (c1, c2) of Grazzi's ITD shape ||e_ITD(N)|| <= (c1 + c2 N) q^N, q = max(|1-alpha mu|, |1-alpha L|).
+
+    For N GD steps from y0 (independent of x) on a g that is mu-strongly convex and L-smooth in y, with
+    ||nabla_y^2 g(x, y) - nabla_y^2 g(x, y*)|| <= rho ||y - y*||, ||nabla_x nabla_y g(x, y) - (same at y*)|| <=
+    tau ||y - y*||, ||nabla_x nabla_y g|| <= Lxy at y*, grad f Lf-Lipschitz in y and ||nabla_y f(x, y_N)|| <= M:
+    the Jacobian Z_t = dy_t/dx obeys Z_{t+1} - Z* = (I - alpha K_t)(Z_t - Z*) - alpha (K_t - K*) Z* -
+    alpha (J_t - J*), so ||Z_N - Z*|| <= q^N Lxy/mu + N alpha dist0 (rho Lxy/mu + tau) q^{N-1}, and
+
+    c1 = Lf dist0 (1 + Lxy/mu) + M Lxy/mu,    c2 = M alpha dist0 (rho Lxy/mu + tau) / q,
+
+    with dist0 = ||y0 - y*(x)||. The factor N comes from the Hessian moving along the path (rho, tau > 0); on
+    quadratic g (rho = tau = 0) c2 = 0 and the rate is q^N with no prefactor (THEORY.md §14 item 17).
+
+    Reference: Grazzi, Franceschi, Pontil, Salzo (ICML 2020), ITD theorem, shape (c1 + c2 t) q^t; THEORY.md §9,
+    §14 item 18 [derived here for these explicit constants]. Constants: exact (a certified bound, not tight).
+    """
+    mu, L = v.mu_le_L(mu, L)
+    alpha = v.positive("alpha", alpha)
+    q = gd_contraction(alpha, mu, L)
+    if not 0.0 < q < 1.0:
+        raise InvalidArgumentError(f"alpha = {alpha:g} gives q = {q:g}; it must be in (0, 1): 0 < alpha < 2/L, "
+                                   f"alpha != 1/mu")
+    rho, tau, Lxy, M, Lf, dist0 = (v.nonnegative(n, z) for n, z in (("rho", rho), ("tau", tau), ("Lxy", Lxy),
+                                                                     ("M", M), ("Lf", Lf), ("dist0", dist0)))
+    c1 = Lf * dist0 * (1.0 + Lxy / mu) + M * Lxy / mu
+    c2 = M * alpha * dist0 * (rho * Lxy / mu + tau) / q
+    return c1, c2
+
+
+def itd_error_bound_explicit(alpha: float, N: int, mu: float, L: float, rho: float, tau: float, Lxy: float,
+                             M: float, Lf: float, dist0: float) -> Bound:
+    """Bound (c1 + c2 N) q^N on the ITD hypergradient error with the explicit constants of
+    :func:`grazzi_itd_constants` (q = max(|1 - alpha mu|, |1 - alpha L|)).
+
+    Reference: Grazzi et al. (ICML 2020), ITD theorem (shape); THEORY.md §9, §14 item 18 [derived constants].
+    Constants: exact (certified for the stated Lipschitz constants).
+    """
+    c1, c2 = grazzi_itd_constants(alpha, mu, L, rho, tau, Lxy, M, Lf, dist0)
+    b = grazzi_itd_error_bound(gd_contraction(alpha, mu, L), v.count("N", N), c1, c2)
+    return Bound(value=b.value, rate=b.rate, exact=True,
+                 source="Grazzi et al. (ICML 2020) ITD shape with constants derived in THEORY.md §14 item 18")
+
+
+def bilevel_joint_smoothness_quadratic(gamma: float, B, H) -> float:
+    """Joint gradient-Lipschitz constant L of Ji et al.'s assumptions on the quadratic bilevel family.
+
+    g = 1/2 y^T H y - y^T (B x + b) has joint Hessian [[0, -B^T], [-B, H]] and f = 1/2 ||y - ybar||^2 +
+    gamma/2 ||x||^2 has blockdiag(gamma I, I); L = max(||[[0, -B^T], [-B, H]]||_2, max(1, gamma)). This L (not
+    lambda_max(H) alone) is the one that enters L_Phi = L (1 + kappa)^2 of :func:`hyperobjective_smoothness`.
+
+    Reference: THEORY.md §1.3, §10 assumptions [derived]. Constants: exact.
+    """
+    gamma = v.nonnegative("gamma", gamma)
+    H = _spd("H", H)
+    B = np.asarray(B, dtype=np.float64)
+    if B.ndim != 2 or B.shape[0] != H.shape[0] or not np.all(np.isfinite(B)):
+        raise InvalidArgumentError(f"B has shape {B.shape}; it must be a finite ({H.shape[0]}, p) matrix")
+    p = B.shape[1]
+    J = np.block([[np.zeros((p, p)), -B.T], [-B, H]])
+    return float(max(np.abs(np.linalg.eigvalsh(J)).max(), 1.0, gamma))
+
+
+__all__ += ["grazzi_itd_constants", "itd_error_bound_explicit", "bilevel_joint_smoothness_quadratic"]
