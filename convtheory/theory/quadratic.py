@@ -348,3 +348,22 @@ def sgd_nonconvex_bound(beta: float, K: int, gap: float, L_meta: float, sigma2: 
     B = _check_batch(B)
     v.below("beta", beta, 1.0 / L_meta, "1/L_meta")
     return 2.0 * gap / (beta * K) + beta * L_meta * sigma2 / B
+
+
+# ------------------------------------------------------------------- §14 item 3: beta_max lower bound
+def beta_max_shared_bound(alpha: float, N: int) -> float:
+    """Lower bound on the largest stable meta step of N-step MAML, shared curvature A_i = C_i, spectrum in [0, 1/alpha].
+
+    L_meta(alpha, N) <= h(lambda^dagger) = 1/(alpha(2N+1)) (2N/(2N+1))^{2N} (:func:`meta_smoothness_peak`), so
+    beta_max = 2/L_meta >= 2 alpha (2N+1) ((2N+1)/(2N))^{2N} ~ 2 e alpha (2N+1): it grows (at least) linearly in N.
+    Equality when lambda^dagger = 1/(alpha(2N+1)) is an eigenvalue.
+
+    Reference: THEORY.md §1.2, §14 item 3 [derived]. Constants: exact.
+
+    >>> round(beta_max_shared_bound(1.0, 0), 12)
+    2.0
+    """
+    return beta_max(meta_smoothness_peak(alpha, N))
+
+
+__all__ += ["beta_max_shared_bound"]
