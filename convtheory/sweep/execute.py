@@ -69,9 +69,15 @@ def execute_one(spec_dict: dict[str, Any], root: str, threads: int = 1) -> dict[
 def _records(specs: list[RunSpec], root: str, executor: str, workers: int, address: str | None, progress: bool,
              threads: int) -> Iterable[dict[str, Any]]:
     dicts = [s.as_dict() for s in specs]
-    if executor == "serial":
-        for d in tqdm(dicts, disable=not progress, desc="runs"):
-            yield execute_one(d, root, 0)
+    if executor == "serial":  # runs in this process: the same thread count as a worker, restored afterwards
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            for d in tqdm(dicts, disable=not progress, desc="runs"):
+                yield execute_one(d, root, threads)
+        finally:
+            torch.set_num_threads(before)
         return
     if executor == "local":
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
