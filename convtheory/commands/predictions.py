@@ -86,6 +86,24 @@ def latex_table(rows: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def text_table(rows: pd.DataFrame, width: int = 118) -> str:
+    """One block per prediction: number, verdict, tightness and the statement, then what was measured and what
+    theory predicted, wrapped to ``width`` columns."""
+    import textwrap
+
+    from ..theory.predictions import outcome_table
+
+    t = outcome_table(rows)
+    out = [f"{'#':>3} {'verdict':<13} {'tightness':<19} statement", "-" * width]
+    for _, r in t.iterrows():
+        head = f"{r['number']:>3} {r['verdict']:<13} {r['tightness'] or '-':<19} "
+        out += textwrap.wrap(r["statement"], width, initial_indent=head, subsequent_indent=" " * len(head))
+        for label in ("measured", "predicted"):
+            out += textwrap.wrap(str(r[label]), width, initial_indent=f"{'':>17}{label + ':':<11}",
+                                 subsequent_indent=" " * 28)
+    return "\n".join(out)
+
+
 def _json_value(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -119,8 +137,7 @@ def handler(args: argparse.Namespace) -> int:
                           "predictions": [{k: _json_value(v) for k, v in r.items()}
                                           for r in rows.to_dict(orient="records")]}))
     else:
-        with pd.option_context("display.width", 250, "display.max_colwidth", 70, "display.max_rows", 100):
-            print(outcome_table(rows).to_string(index=False))
+        print(text_table(rows))
         counts = rows["verdict"].value_counts()
         print(f"\n{counts.get('holds', 0)} hold, {counts.get('fails', 0)} fail, "
               f"{counts.get('inconclusive', 0)} inconclusive"

@@ -219,14 +219,22 @@ def _build(method: str, loss: LossFn, qloss: LossFn, N: int, names, opts: dict) 
             values, adapted = batched(params, support, query, alpha)
             return values.mean(), adapted
 
-        pure = grad(meta_loss, has_aux=True)
+        if opts.get("alpha_grad"):  # d(meta-loss)/d(alpha) from the same backward pass, no extra oracle call
+            pure = grad(meta_loss, argnums=(0, 3), has_aux=True)
+        else:
+            pure = grad(meta_loss, has_aux=True)
 
         def eager(params, support, query, alpha):
             p = tree_map(lambda t: t.detach().requires_grad_(True), params)
+            a = alpha.detach().requires_grad_(True) if opts.get("alpha_grad") else alpha
             with torch.enable_grad():
-                value, adapted = meta_loss(p, support, query, alpha)
-                grads = torch.autograd.grad(value, leaves(p))
-            mg = dict(zip(p, grads)) if isinstance(p, dict) else grads[0]
+                value, adapted = meta_loss(p, support, query, a)
+                wrt = leaves(p) + ([a] if opts.get("alpha_grad") else [])
+                grads = torch.autograd.grad(value, wrt)
+            n = len(leaves(p))
+            mg = dict(zip(p, grads[:n])) if isinstance(p, dict) else grads[0]
+            if opts.get("alpha_grad"):
+                mg = (mg, grads[n])
             return mg, tree_map(torch.Tensor.detach, adapted)
 
         return eager, pure
@@ -398,6 +406,7 @@ def meta_gradient(
     delta: float = 1e-4,
     compile: str | None = None,
     hessian=None,
+    alpha_grad: bool = False,
 ):
     """Meta-gradient of N-step meta-learning averaged over B tasks, and an :class:`EngineInfo`.
 
@@ -408,7 +417,9 @@ def meta_gradient(
     ``delta`` is HF-MAML's finite-difference radius; ``compile`` overrides the compile policy for this call;
     ``hessian`` (maml, anil, hfmaml only; None: the support data) holds each task's separate Hessian batch
     :math:`D_h` (task axis first, B tasks), used for the Hessian-vector products (module docstring).
-    Returns ``(mg, info)``: ``mg`` in the shape of ``params``; ``info.inner`` the adapted parameters (task axis
+    ``alpha_grad`` (maml, anil): also return :math:`\partial\mathcal L/\partial\alpha` of the task-averaged
+    meta-loss in ``info.extra["alpha_grad"]``, a by-product of the same backward pass (no extra oracle call; what
+    hypergradient descent on alpha needs, Alpha-MAML). Returns ``(mg, info)``: ``mg`` in the shape of ``params``; ``info.inner`` the adapted parameters (task axis
     first); ``info.oracle`` the oracle calls (module docstring).
 
     >>> import torch
@@ -466,6 +477,11 @@ def meta_gradient(
         opts["cg_steps"] = check_int("cg_steps", 10 if cg_steps is None else cg_steps, minimum=0)
     if method == "hfmaml":
         opts["delta"] = check_positive("delta", delta)
+    if alpha_grad:
+        if method not in ("maml", "anil"):
+            raise InvalidArgumentError(f"alpha_grad is available for methods ('maml', 'anil'); method={method!r} "
+                                       "takes alpha_grad=False")
+        opts["alpha_grad"] = True
     if hessian is not None:
         opts["hessian"] = True
         sig_s = ("hessian-split", sig_s, sig_h)
@@ -482,6 +498,9 @@ def meta_gradient(
             _probe(loss, params, hessian, "hessian")
     fn = _get_fn(key, functools.partial(_build, method, loss, qloss, N, names, opts), policy)
     mg, adapted = fn(params, support if hessian is None else (support, hessian), query, alpha)
+    extra = {"num_tasks": B, "method": method}
+    if alpha_grad:
+        mg, extra["alpha_grad"] = mg
 
     if method in ("maml", "anil"):
         oracle = OracleCount(grad=B * (N + 1), hvp=B * N)
@@ -493,4 +512,4 @@ def meta_gradient(
         oracle = OracleCount(grad=B * N)
     else:  # imaml
         oracle = OracleCount(grad=B * (N + 1), hvp=B * opts["cg_steps"])
-    return mg, EngineInfo(oracle=oracle, inner=adapted, extra={"num_tasks": B, "method": method})
+    return mg, EngineInfo(oracle=oracle, inner=adapted, extra=extra)

@@ -141,12 +141,11 @@ def test_alpha_maml_entry_and_its_oracle_counts_at_test_size(results):
     K, B = last["iterations"], last["B"]
     # MAML (N = 1, full batch of B tasks): B(N + 1) gradients and BN Hessian-vector products per iteration, exactly
     assert (last["maml_oracle_grad"] == 2 * B * K).all() and (last["maml_oracle_hvp"] == B * K).all()
-    # seed 003 claims alpha-maml spends exactly MAML's oracles; the library's solver spends 2B more gradients per
-    # iteration (it recomputes grad l^D_i(theta'_i) and grad l^S_i(theta)); every other count is equal
-    assert (last["am_oracle_grad"] - last["maml_oracle_grad"] == 2 * B * K).all()
-    for c in ("hvp", "jvp", "fn"):
+    # seed 003's claim: alpha-maml spends exactly MAML's oracles (the alpha derivative comes out of MAML's own
+    # backward pass, meta_gradient(alpha_grad=True))
+    for c in ("grad", "hvp", "jvp", "fn"):
         assert (last[f"am_oracle_{c}"] == last[f"maml_oracle_{c}"]).all()
-    assert out.verdict == "fails" and "oracle" in out.detail and "fixed-point parts hold" in out.detail
+    assert out.verdict == "holds", out.detail
 
 
 def test_alpha_maml_judge_holds_when_counts_match_and_fails_on_corrupted_tables(results):
