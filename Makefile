@@ -36,8 +36,17 @@ paper:
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
+# Each script checks correctness before it times anything and writes benchmarks/results/NAME.{json,md}.
 bench: $(STAMP)
 	benchmarks/peer_maml.sh
+	$(PY) benchmarks/engines.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/sweeps.py
+	$(PY) benchmarks/fewshot_throughput.py
 
 bench-quick: $(STAMP)
 	benchmarks/peer_maml.sh --quick
+	$(PY) benchmarks/engines.py --quick
+	$(PY) benchmarks/memory.py --quick
+	$(PY) benchmarks/sweeps.py --quick
+	$(PY) benchmarks/fewshot_throughput.py --quick
