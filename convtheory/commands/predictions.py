@@ -45,10 +45,13 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _latex(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                 ("^", r"\^{}"), ("~", r"\~{}"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
-        text = text.replace(a, b)
-    return text.replace(r"\textbackslash\{\}", r"\textbackslash{}")
+    """Plain text -> LaTeX text (<, > and | in math mode: the paper's OT1 text fonts lack them)."""
+    out = []
+    for ch in text:
+        out.append({"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "%": r"\%", "&": r"\&",
+                    "#": r"\#", "$": r"\$", "^": r"\^{}", "~": r"\~{}", "<": r"$<$", ">": r"$>$",
+                    "|": r"$|$"}.get(ch, ch))
+    return "".join(out)
 
 
 def latex_table(rows: pd.DataFrame) -> str:
@@ -70,7 +73,8 @@ def latex_table(rows: pd.DataFrame) -> str:
         "measured over predicted, worst and median over the compared points (for identities: deviation over "
         "tolerance).",
         "",
-        r"\begin{longtable}{@{}r p{0.30\linewidth} p{0.21\linewidth} p{0.21\linewidth} l l@{}}",
+        r"\begin{longtable}{@{}r >{\raggedright\arraybackslash}p{0.30\linewidth} "
+        r">{\raggedright\arraybackslash}p{0.22\linewidth} >{\raggedright\arraybackslash}p{0.22\linewidth} l l@{}}",
         r"\toprule \# & prediction & measured & predicted & verdict & tightness \\ \midrule \endhead"]
     for _, r in t.iterrows():
         verdict = {"holds": r"\textbf{holds}", "fails": r"\textbf{FAILS}"}.get(r["verdict"], r["verdict"])

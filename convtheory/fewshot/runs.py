@@ -235,9 +235,7 @@ def _first_argmin(cost: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------- model registry
-CHECKPOINT_PENDING = (
-    "checkpoint support arrives with the few-shot training command (convtheory fewshot --checkpoint PATH)"
-)
+CHECKPOINT_HINT = "write a checkpoint with `convtheory fewshot --checkpoint PATH`"
 
 #: Named scoring models: name -> factory returning a :data:`Scorer`. Extend by adding an entry.
 SCORERS: dict[str, Callable[[], Scorer]] = {"mhd": lambda: mhd_classifier}
@@ -257,11 +255,11 @@ def resolve_scorer(spec: str, registry: Mapping[str, Callable[[], Scorer]] | Non
     if not path.is_file():
         raise InvalidArgumentError(
             f"model {spec!r} is neither a known model ({', '.join(sorted(reg))}) nor an existing checkpoint file; "
-            f"{CHECKPOINT_PENDING}"
+            f"{CHECKPOINT_HINT}"
         )
     from .train import checkpoint_scorer  # the training stack loads only when a checkpoint is asked for
 
     try:
         return checkpoint_scorer(path)
     except InvalidArgumentError as exc:
-        raise InvalidArgumentError(f"model {spec!r}: {exc}; {CHECKPOINT_PENDING}") from None
+        raise InvalidArgumentError(f"model {spec!r}: {exc}; {CHECKPOINT_HINT}") from None
