@@ -117,7 +117,7 @@ def _json_value(v):
 
 
 def handler(args: argparse.Namespace) -> int:
-    from ..theory.predictions import evaluate_all, outcome_table
+    from ..theory.predictions import evaluate_all
 
     if args.workers is not None and args.workers < 1:
         raise InvalidArgumentError(f"--workers = {args.workers}; valid: an integer >= 1")

@@ -417,10 +417,10 @@ def meta_gradient(
     ``delta`` is HF-MAML's finite-difference radius; ``compile`` overrides the compile policy for this call;
     ``hessian`` (maml, anil, hfmaml only; None: the support data) holds each task's separate Hessian batch
     :math:`D_h` (task axis first, B tasks), used for the Hessian-vector products (module docstring).
-    ``alpha_grad`` (maml, anil): also return :math:`\partial\mathcal L/\partial\alpha` of the task-averaged
+    ``alpha_grad`` (maml, anil): also return :math:`\\partial\\mathcal L/\\partial\\alpha` of the task-averaged
     meta-loss in ``info.extra["alpha_grad"]``, a by-product of the same backward pass (no extra oracle call; what
-    hypergradient descent on alpha needs, Alpha-MAML). Returns ``(mg, info)``: ``mg`` in the shape of ``params``; ``info.inner`` the adapted parameters (task axis
-    first); ``info.oracle`` the oracle calls (module docstring).
+    hypergradient descent on alpha needs, Alpha-MAML). Returns ``(mg, info)``: ``mg`` in the shape of ``params``;
+    ``info.inner`` the adapted parameters (task axis first); ``info.oracle`` the oracle calls (module docstring).
 
     >>> import torch
     >>> A = torch.eye(2, dtype=torch.float64).expand(3, 2, 2)  # 3 tasks, loss 0.5 w^T A w

@@ -390,11 +390,11 @@ class AlphaMAML(MAML):
               \\alpha_{t+1}=\\alpha_t+\\eta_\\alpha\\tfrac1B\\textstyle\\sum_i\\nabla\\ell^D_i(\\theta'_i)^\\top
               \\nabla\\ell^S_i(\\theta_t),\\quad \\beta_{t+1}=\\beta_t+\\eta_\\beta G_t^\\top G_{t-1}
 
-    (:math:`G_{-1}=0`). The alpha increment is :math:`-\eta_\alpha\partial\mathcal L/\partial\alpha`, exact for
+    (:math:`G_{-1}=0`). The alpha increment is :math:`-\\eta_\\alpha\\partial\\mathcal L/\\partial\\alpha`, exact for
     every N: for N = 1 it is the rule above; for N > 1 the derivative through all N steps (the paper's setting is
     N = 1). The update rules are [uncertain] in THEORY.md (reconstructed from the HD principle). Safeguards not in
-    the paper: :math:`\alpha_{t+1}\ge` ``alpha_min`` > 0 (the engine needs a positive step) and
-    :math:`\beta_{t+1}\ge0`. Costs exactly MAML's oracles (seed 003's claim): the alpha derivative comes out of
+    the paper: :math:`\\alpha_{t+1}\\ge` ``alpha_min`` > 0 (the engine needs a positive step) and
+    :math:`\\beta_{t+1}\\ge0`. Costs exactly MAML's oracles (seed 003's claim): the alpha derivative comes out of
     MAML's own backward pass (``meta_gradient(alpha_grad=True)``) and beta's rule keeps only :math:`G_{t-1}`.
     """
 

@@ -12,6 +12,7 @@ import importlib
 import itertools
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -65,10 +66,14 @@ class RunSpec:
                 "seed": int(self.seed)}
 
     def key(self) -> str:
-        """Hash of the full config and the code version (package version, the function's ``version``)."""
+        """Hash of the full config and the code version (package version, the function's ``version`` attribute or
+        else its module's ``version``)."""
         from .. import __version__
 
-        code = getattr(resolve(self.fn), "version", 0)
+        fn = resolve(self.fn)
+        # the function's own version, else its module's (most run modules bump a module-level `version`)
+        code = getattr(fn, "version", getattr(sys.modules.get(fn.__module__), "version", 0))
+        code = code if isinstance(code, (int, float, str)) else 0
         blob = json.dumps({**self.as_dict(), "package": __version__, "code": code}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

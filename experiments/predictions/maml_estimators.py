@@ -108,7 +108,7 @@ Z8 = 5.0  # Monte-Carlo tolerance: |measured - predicted| <= Z8 standard errors,
 
 
 def judge8(table: pd.DataFrame, profile: str) -> Outcome:
-    fails, notes, z_all = [], [], []
+    fails, z_all = [], []
     slopes, biases, resolved = [], [], []
     for seed, run in table.groupby("seed"):
         dcols = sorted(c for c in run if c.startswith("diff_"))

@@ -138,11 +138,11 @@ def test_mhd_baseline_reproduces_the_published_error(mhd_result):
 # ------------------------------------------------------------------------------------------ model dispatch + CLI
 def test_resolve_scorer(tmp_path):
     assert resolve_scorer("mhd") is mhd_classifier and "mhd" in SCORERS
-    with pytest.raises(InvalidArgumentError, match="'nope'.*checkpoint support arrives"):
+    with pytest.raises(InvalidArgumentError, match="'nope'.*convtheory fewshot --checkpoint"):
         resolve_scorer("nope")
     ckpt = tmp_path / "model.pt"
     torch.save({"kind": "embedding"}, ckpt)
-    with pytest.raises(InvalidArgumentError, match="checkpoint support arrives with the few-shot training command"):
+    with pytest.raises(InvalidArgumentError, match="model.pt.*convtheory fewshot --checkpoint"):
         resolve_scorer(str(ckpt))
     assert resolve_scorer("zero", {"zero": lambda: "scorer"}) == "scorer"
 

@@ -56,7 +56,7 @@ def test_k2_expansions_coefficients_by_exact_quadratic_algebra():
     rem = 0
     gsum, gisum = 0, 0
     for (A1, c1), (A2, c2) in (((mats[0], cs[0]), (mats[1], cs[1])), ((mats[1], cs[1]), (mats[0], cs[0]))):
-        g1, g2 = A1 @ th - c1, A2 @ th - c2
+        g1 = A1 @ th - c1
         phi = th - alpha * g1
         g2phi = A2 @ phi - c2
         dirs["fomaml"] = dirs["fomaml"] + g2phi / 2

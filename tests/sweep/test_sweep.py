@@ -156,3 +156,17 @@ def test_dask_worker_that_dies_mid_sweep_loses_no_run(tmp_path):
     res = run_sweep(s, tmp_path / "res", executor="dask", workers=2, progress=False)
     assert (tmp_path / "marker").exists()  # a worker did die
     assert not res.failed and len(res.ran) == 3 and res.table["run_key"].nunique() == 3
+
+
+def test_a_module_level_version_bump_changes_the_key(monkeypatch):
+    """Run modules mark a change of their output by bumping ``version``: on the function, or else module-level."""
+    from tests.sweep import toy
+
+    spec = RunSpec("toy", "tests.sweep.toy:gd_run", {"L": 1.0, "alpha": 0.5})
+    before = spec.key()
+    monkeypatch.setattr(toy, "version", toy.version + 1)
+    assert spec.key() != before
+    monkeypatch.setattr(toy.gd_run, "version", 7, raising=False)
+    with_attr = spec.key()
+    monkeypatch.setattr(toy, "version", toy.version + 1)
+    assert spec.key() == with_attr  # the function's own version wins
