@@ -245,7 +245,9 @@ def test_nonquadratic_itd_and_exact_match_finite_differences(p, q, seed, N):
     fd_phi = central_differences(lambda x: prob.f(x, prob.y_star(x)), prob.x)
     out, info = hg(prob, "exact", N, alpha)
     assert close(out, fd_phi, 1e-6)
-    assert float(torch.linalg.vector_norm(prob.grad_y_g(prob.x, info.inner))) < 1e-12
+    # y* can be large (|y*| ~ 10 when x is): the residual recomputed here carries round-off ~ 1e-15 |terms|
+    assert float(torch.linalg.vector_norm(prob.grad_y_g(prob.x, info.inner))) < 1e-12 * (1 + float(
+        torch.linalg.vector_norm(info.inner)) ** 2)
     # AID with a converged inner solve and CG in q steps agrees with exact too
     assert close(hg(prob, "aid-cg", 300, alpha, solver_steps=q)[0], out, 1e-9)
 
@@ -339,9 +341,9 @@ def test_esj_is_exact_for_p_1_on_the_sphere_and_reproducible():
     [
         ("itd", OracleCount(grad=5, hvp=4, jvp=4), 4),
         ("itd-forward", OracleCount(grad=5, hvp=8, jvp=8), 8),
-        ("aid-cg", OracleCount(grad=5, hvp=3, jvp=1), 4 + 3 + 1),
-        ("aid-neumann", OracleCount(grad=5, hvp=3, jvp=1), 4 + 3 + 1),
-        ("aid-fp", OracleCount(grad=5, hvp=2, jvp=1), 4 + 2 + 1),
+        ("aid-cg", OracleCount(grad=5, hvp=3, jvp=1), 4 + 1 + 1),
+        ("aid-neumann", OracleCount(grad=5, hvp=3, jvp=1), 4 + 1 + 1),
+        ("aid-fp", OracleCount(grad=5, hvp=2, jvp=1), 4 + 1 + 1),
         ("esj", OracleCount(grad=(5 + 1) * 4 + 1), 4 + 4),
         ("exact", OracleCount(grad=3, hvp=2 * 3, jvp=1), 2 + 2 + 1),
     ],
@@ -349,8 +351,9 @@ def test_esj_is_exact_for_p_1_on_the_sphere_and_reproducible():
 def test_oracle_counts_are_exact(method, expected, g_calls):
     """N = 4, Q = 3, 5 ES directions, p = 2, q = 3; also the number of Python calls of g (a vmapped call is one).
 
-    g calls: an inner step, a Hessian-vector product or a mixed product each trace g once; a fused VJP/JVP of
-    grad_y g (itd, itd-forward) once per step; a dense Hessian once; f is called exactly once.
+    g calls: an inner step or a mixed product each trace g once; AID's Hessian-vector products share one reverse
+    pass through grad_y g (one call for all Q); a fused VJP/JVP of grad_y g (itd, itd-forward) once per step; a dense
+    Hessian once; f is called exactly once.
     """
     prob = quadratic(2, 3, seed=1)
     calls = {"f": 0, "g": 0}
