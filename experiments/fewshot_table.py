@@ -134,8 +134,10 @@ def run_config(profile: str, method: str, ways: int, shots: int) -> dict[str, An
         return dict(hidden=16, queries=5, iterations=3, eval_episodes=20, eval_batch=10, compile="never",
                     outer_lr=1e-2)
     if profile == "cpu":
+        # eager: compiling the second-order Conv-4 step takes 4 minutes on these CPUs (benchmarks/fewshot_throughput)
+        # and gains 1.3x, so within a few-minute budget it never pays
         cfg: dict[str, Any] = dict(iterations=100_000, time_limit=float(CPU_TIME_LIMITS[method][_setting(ways, shots)]),
-                                   eval_episodes=600)
+                                   eval_episodes=600, compile="never")
         if method == "protonet":
             cfg.update(train_queries=5)
         elif method != "reptile":
