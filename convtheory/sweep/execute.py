@@ -108,11 +108,22 @@ def _records(specs: list[RunSpec], root: str, executor: str, workers: int, addre
             cluster.close()
 
 
+def _same(col: pd.Series, value: Any) -> bool:
+    """Whether a run's output column holds the spec parameter's value on every row."""
+    if isinstance(value, (list, tuple, dict)):
+        return all(v == value for v in col)
+    try:
+        return bool((col == value).all())
+    except (TypeError, ValueError):
+        return False
+
+
 def run_sweep(specs: list[RunSpec], root: str | os.PathLike, *, executor: str = "local", workers: int | None = None,
               address: str | None = None, progress: bool = True, threads: int = 1) -> SweepResult:
     """Compute the runs of ``specs`` that the store at ``root`` lacks, then load all of them as one table.
 
-    The table has the runs' own columns plus ``experiment``, ``seed``, ``run_key`` and one column per parameter;
+    The table has the runs' own columns plus ``experiment``, ``seed``, ``run_key`` and one column per parameter
+    (``param_<name>`` when the run reports a different value under the parameter's name, which is kept);
     ``diverged`` lists every run (computed now or cached) whose Trace marks a divergence.
     """
     check_choice("executor", executor, EXECUTORS)
@@ -142,7 +153,10 @@ def run_sweep(specs: list[RunSpec], root: str | os.PathLike, *, executor: str = 
             diverged.append(k)
         df["experiment"], df["seed"], df["run_key"] = s.experiment, s.seed, k
         for name, value in s.params.items():
-            df[name] = [value] * len(df) if isinstance(value, (list, tuple, dict)) else value
+            column = [value] * len(df) if isinstance(value, (list, tuple, dict)) else value
+            if name in df.columns and not _same(df[name], value):
+                name = f"param_{name}"  # the run reported its own value under this name: keep both
+            df[name] = column
         frames.append(df)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return SweepResult(table, tuple(ran), cached, failed, tuple(diverged))

@@ -170,3 +170,12 @@ def test_a_module_level_version_bump_changes_the_key(monkeypatch):
     with_attr = spec.key()
     monkeypatch.setattr(toy, "version", toy.version + 1)
     assert spec.key() == with_attr  # the function's own version wins
+
+
+def test_a_run_column_named_like_a_parameter_is_kept(tmp_path):
+    """A run may report a column under a parameter's name (e.g. the value it actually used): the table keeps the
+    run's column and, when they differ, the spec's value as ``param_<name>``."""
+    specs = [RunSpec("toy", "tests.sweep.toy:gd_run", {"L": 1.0, "alpha": 0.5, "iteration": 99, "iterations": 3})]
+    table = run_sweep(specs, tmp_path, executor="serial", progress=False).table
+    assert table["iteration"].tolist() == [0, 1, 2] and (table["param_iteration"] == 99).all()
+    assert (table["iterations"] == 3).all() and "param_iterations" not in table
