@@ -23,6 +23,7 @@ for every :math:`\\alpha` (inside or outside :math:`(0, 2/L)`) and :math:`N\\ge0
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -335,6 +336,17 @@ class QuadraticTasks:
         return torch.randn(self.d, generator=make_generator(seed), dtype=torch.float64).to(self.dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _population(d: int, mu: float, L: float, structure_seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Sigma (spectrum in [mu, L], Haar basis from ``structure_seed``), its eigenvalues, and its symmetric square root;
+    cached, since every batch of a config shares them (a QR and an eigh per call dominated resampled runs)."""
+    g0 = make_generator(structure_seed)
+    lam = spectrum_with_endpoints(1, d, mu, L, g0)
+    Sigma = symmetric_from_eig(random_orthogonal(1, d, g0), lam)[0]
+    ev, V = torch.linalg.eigh(Sigma)
+    return Sigma, lam[0], (V * ev.clamp_min(0).sqrt()) @ V.T
+
+
 @dataclass(frozen=True)
 class LinearRegressionTasks:
     """Finite-sample linear-regression tasks (THEORY.md §1.2 with empirical quadratics, §14 item 28).
@@ -373,18 +385,14 @@ class LinearRegressionTasks:
 
     def population_covariance(self) -> tuple[Tensor, Tensor]:
         """(Sigma, its eigenvalues), float64; the same for every batch of this config."""
-        g0 = make_generator(self.structure_seed)
-        lam = spectrum_with_endpoints(1, self.d, self.mu, self.L, g0)
-        Q = random_orthogonal(1, self.d, g0)
-        return symmetric_from_eig(Q, lam)[0], lam[0]
+        Sigma, lam, _ = _population(int(self.d), float(self.mu), float(self.L), int(self.structure_seed))
+        return Sigma.clone(), lam.clone()
 
     def sample(self, B: int, seed: int | torch.Generator) -> MetaTasks:
         """B tasks: support (X, y) of shapes (B, S, d), (B, S); query (X, y) of shapes (B, D, d), (B, D)."""
         B = check_int("B", B, minimum=1)
         gen = make_generator(seed)
-        Sigma, lam = self.population_covariance()
-        ev, V = torch.linalg.eigh(Sigma)
-        root = (V * ev.clamp_min(0).sqrt()) @ V.T
+        Sigma, lam, root = _population(int(self.d), float(self.mu), float(self.L), int(self.structure_seed))
         m = torch.full((self.d,), self.center / math.sqrt(self.d), dtype=torch.float64)
         w = m + self.task_spread * torch.randn(B, self.d, generator=gen, dtype=torch.float64)
         sd = math.sqrt(self.sigma2)
@@ -414,7 +422,7 @@ class LinearRegressionTasks:
         return MetaTasks(
             support=(Xs, ys), query=(Xq, yq), loss=least_squares_loss, constants=consts,
             exact={"A": A, "c": c, "C": C, "e": e, "e0": e0, "w_true": w.to(self.dtype),
-                   "Sigma": Sigma.to(self.dtype)},
+                   "Sigma": Sigma.to(self.dtype, copy=True)},
         )
 
     def init_params(self, seed: int | torch.Generator) -> Tensor:
