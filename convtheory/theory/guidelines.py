@@ -187,12 +187,16 @@ def imaml_guideline(lam: float, h_min: float, h_max: float, *, eps: float = 1e-3
 
 
 # ------------------------------------------------------------------------------------------ bilevel
-def _L_phi(L, mu, M, tau, rho):
-    return hyperobjective_smoothness(L, mu, M, tau, rho)
+def _L_phi(L, mu, M, tau, rho, Lxy=None):
+    """L_Phi with L the joint smoothness of f and g: Ji et al. assume grad f and grad g L-Lipschitz in (x, y), so the
+    size of the mixed derivative (``Lxy`` >= ||grad_x grad_y g||, e.g. ||B|| on the quadratic family) counts too;
+    the inner smoothness alone understates it when Lxy > L."""
+    L_joint = float(L) if Lxy is None else max(float(L), v.nonnegative("Lxy", Lxy))
+    return hyperobjective_smoothness(L_joint, mu, M, tau, rho)
 
 
 def aid_bio_guideline(L: float, mu: float, M: float, tau: float, rho: float, *, eps: float = 1e-3,
-                      c_D: float = 1.0, c_beta: float = 4.0) -> Guideline:
+                      c_D: float = 1.0, c_beta: float = 4.0, Lxy: float | None = None) -> Guideline:
     """AID-BiO (warm start): alpha = 1/L, N = ceil(c_D kappa) inner steps, Q CG steps with 2 sqrt(kappa) r^Q <= eps,
     beta = 1/(c_beta L_Phi).
 
@@ -205,7 +209,7 @@ def aid_bio_guideline(L: float, mu: float, M: float, tau: float, rho: float, *, 
     mu, L = v.mu_le_L(mu, L)
     eps = v.positive("eps", eps)
     kappa = L / mu
-    L_phi = _L_phi(L, mu, M, tau, rho)
+    L_phi = _L_phi(L, mu, M, tau, rho, Lxy)
     N = max(1, math.ceil(v.positive("c_D", c_D) * kappa))
     Q = cg_steps(kappa, eps)
     beta = 1.0 / (v.positive("c_beta", c_beta) * L_phi)
@@ -217,7 +221,7 @@ def aid_bio_guideline(L: float, mu: float, M: float, tau: float, rho: float, *, 
 
 
 def itd_bio_guideline(L: float, mu: float, M: float, tau: float, rho: float, *, eps: float = 1e-3,
-                      dist0: float = 0.0, c_beta: float = 4.0) -> Guideline:
+                      dist0: float = 0.0, c_beta: float = 4.0, Lxy: float | None = None) -> Guideline:
     """ITD-BiO: alpha = 1/L, the smallest N whose ITD error bound is <= eps, and beta = 1/(c_beta L_Phi).
 
     The ITD bound is Ji et al.'s form (:func:`convtheory.theory.bilevel.itd_error_bound`).
@@ -232,7 +236,7 @@ def itd_bio_guideline(L: float, mu: float, M: float, tau: float, rho: float, *, 
     eps = v.positive("eps", eps)
     alpha = 1.0 / L
     N = _first_n(lambda n: itd_error_bound(alpha, n, L, mu, M, tau, rho, dist0).value <= eps, "N")
-    L_phi = _L_phi(L, mu, M, tau, rho)
+    L_phi = _L_phi(L, mu, M, tau, rho, Lxy)
     return Guideline(
         method="itd-bio", alpha=alpha, beta=1.0 / (v.positive("c_beta", c_beta) * L_phi), N=N, alpha_max=1.0 / L,
         beta_max=1.0 / L_phi, conditions=("alpha <= 1/L", "ITD error bound(N) <= eps", "beta <= 1/L_Phi"),
@@ -241,12 +245,14 @@ def itd_bio_guideline(L: float, mu: float, M: float, tau: float, rho: float, *, 
 
 
 def stocbio_guideline(L: float, mu: float, M: float, tau: float, rho: float, *, eps: float = 1e-3,
-                      jac_norm: float | None = None, c_D: float = 1.0, c_beta: float = 4.0) -> Guideline:
+                      jac_norm: float | None = None, c_D: float = 1.0, c_beta: float = 4.0,
+                      Lxy: float | None = None) -> Guideline:
     """stocBiO: inner step 2/(L + mu), N = ceil(c_D kappa), Neumann step eta = 1/L and the smallest Q whose bias
     ||nabla_x nabla_y g|| (1 - eta mu)^{Q+1} M / mu is <= eps; beta = 1/(c_beta L_Phi).
 
-    ``jac_norm`` bounds ||nabla_x nabla_y g|| (default L). Batch sizes Theta(kappa^2/eps) are not returned
-    (their constants are unspecified).
+    ``jac_norm`` bounds ||nabla_x nabla_y g|| (default ``Lxy`` if given, else L). ``Lxy`` (all three bilevel
+    guidelines): a bound on the mixed derivative, so L_Phi uses the joint smoothness max(L, Lxy). Batch sizes
+    Theta(kappa^2/eps) are not returned (their constants are unspecified).
 
     Reference: Ji, Yang, Liang (ICML 2021); THEORY.md §10, §14 item 21 ([derived] bias, [uncertain] steps).
     Constants: shape only, except Q (exact).
@@ -254,10 +260,10 @@ def stocbio_guideline(L: float, mu: float, M: float, tau: float, rho: float, *, 
     mu, L = v.mu_le_L(mu, L)
     eps = v.positive("eps", eps)
     M = v.nonnegative("M", M)
-    J = float(L) if jac_norm is None else v.nonnegative("jac_norm", jac_norm)
+    J = (float(L) if Lxy is None else float(Lxy)) if jac_norm is None else v.nonnegative("jac_norm", jac_norm)
     eta = 1.0 / L
     Q = _first_n(lambda n: neumann_bias_bound(eta, mu, L, n, M, J).value <= eps, "Q")
-    L_phi = _L_phi(L, mu, M, tau, rho)
+    L_phi = _L_phi(L, mu, M, tau, rho, Lxy)
     return Guideline(
         method="stocbio", alpha=2.0 / (L + mu), beta=1.0 / (v.positive("c_beta", c_beta) * L_phi),
         N=max(1, math.ceil(v.positive("c_D", c_D) * L / mu)), Q=Q, eta=eta, alpha_max=2.0 / L, beta_max=1.0 / L_phi,

@@ -105,17 +105,22 @@ def test_beta_above_two_over_L_meta_diverges_and_exits_1():
 
 
 def test_aid_bio_on_quadratic_bilevel_converges_and_exits_0():
+    """The guideline's L_Phi uses the joint smoothness max(L, ||B||) (Ji et al. assume grad f, grad g L-Lipschitz
+    in (x, y)); here ||B|| = 2.63 > L = 1, and the inner-only L would give beta_max = 1/9 = 0.111, above the exact
+    stability limit 2/L_Phi = 0.108."""
     out = run("--method", "aid-bio", "--family", "quadratic_bilevel", "--mu", "0.5", "--param", "gamma=1",
-              "--beta", "0.1", "--iterations", "100", "--json")
+              "--beta", "0.009", "--iterations", "1000", "--json")
     assert out.returncode == 0, out.stderr
     rep = one_json(out.stdout)
     c = rep["constants"]
-    guide = theory.recommend("aid-bio", {k: c[k] for k in ("L", "mu", "M", "tau", "rho")})
-    assert threshold(rep, "beta", "guideline") == pytest.approx(guide.beta_max, rel=1e-12)  # 1/(L (1 + kappa)^2)
-    assert guide.beta_max == pytest.approx(1 / 9)
+    guide = theory.recommend("aid-bio", {k: c[k] for k in ("L", "mu", "M", "tau", "rho", "Lxy")})
+    assert threshold(rep, "beta", "guideline") == pytest.approx(guide.beta_max, rel=1e-12)
+    L = max(c["L"], c["Lxy"])
+    assert guide.beta_max == pytest.approx(1 / theory.hyperobjective_smoothness(L, c["mu"], c["M"], 0.0, 0.0))
+    assert guide.beta_max < 2 / c["L_Phi"] < 1 / 9  # safe now; the inner-only guideline was not
     assert threshold(rep, "beta", "exact") == pytest.approx(2 / c["L_Phi"], rel=1e-10)
     p = rep["theory"]["predicted_rate"]
-    expect = max(abs(1 - 0.1 * c["mu_Phi"]), abs(1 - 0.1 * c["L_Phi"]))
+    expect = max(abs(1 - 0.009 * c["mu_Phi"]), abs(1 - 0.009 * c["L_Phi"]))
     assert p["value"] == pytest.approx(expect, rel=1e-10)
     r = rep["run"]
     assert r["converged"] and r["ratio"] < 1e-6 and r["rate_check"]["holds"]
