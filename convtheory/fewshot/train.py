@@ -1,7 +1,7 @@
 """Episodic training and evaluation of few-shot classifiers on real data, with the package's own engines.
 
 One loop trains every method: sample B tasks from the training classes (:class:`EpisodeSampler` over
-``split_classes(...).train``), compute a meta-gradient, take an Adam step (beta) on the shared parameters.
+``dataset_split(...).train``), compute a meta-gradient, take an Adam step (beta) on the shared parameters.
 
 - Optimisation-based methods ``maml``, ``fomaml``, ``hfmaml``, ``reptile``, ``anil``, ``imaml``: the direction is
   :func:`convtheory.hypergrad.meta_gradient` with the task loss cross-entropy(backbone(params, x), y), N inner steps
@@ -19,9 +19,22 @@ One loop trains every method: sample B tasks from the training classes (:class:`
   :math:`\\log s`; the solve is differentiated exactly.
 
 Evaluation follows Finn et al.'s protocol (THEORY.md §2): a fixed, seeded set of test episodes (600 by default)
-drawn from held-out classes (``split_classes(...).test``: whole characters with all their rotations), mean accuracy
+drawn from held-out classes (``dataset_split(...).test``: Omniglot's whole characters with all their rotations, or
+the test split's classes of a colour benchmark), mean accuracy
 and the 95% interval :math:`1.96\\,\\mathrm{sd}/\\sqrt{n}` (population sd over episodes, as MAML's ``test()``).
 Batch norm uses transductive batch statistics (:mod:`convtheory.fewshot.backbones`).
+
+Data sets (``cfg.dataset``): ``omniglot`` (grey 28x28 characters; classes split at random into train / val / test
+by ``split`` and ``split_seed``, whole characters with their rotations) and the colour benchmarks ``miniimagenet``
+(84x84), ``fc100`` and ``cifarfs`` (32x32), read from a user path by :func:`convtheory.fewshot.load_imageset`. For
+those the class split is the community's, given by the files: meta-training draws from the train split's classes,
+evaluation from the test split's (the val split is not read: nothing is selected on it). :func:`load_imageset_data`
+joins the two splits into one :class:`FewShotImageSet` (the Omniglot data set's interface: images, labels, class
+index) carrying that :class:`ClassSplit`, normalised per channel by the mean and standard deviation of the training
+split's pixels, so the sampler and every method run on it unchanged. Per-dataset defaults
+(:data:`DATASET_DEFAULTS`): image size, Conv-4 pooling (max-pool on the colour sets, as Finn et al.'s miniImageNet
+net) and filters (32 for the optimisation-based methods, 64 for the metric ones), no rotations; the
+optimisation-based methods take Finn et al.'s miniImageNet inner loop (:data:`IMAGESET_METHOD_DEFAULTS`).
 """
 
 from __future__ import annotations
@@ -46,7 +59,8 @@ from torch.func import grad, vmap
 from ..hypergrad.meta import meta_gradient
 from ..types import InvalidArgumentError, check_choice, check_int, check_positive
 from .backbones import BACKBONES, POOLS, make_backbone, num_params
-from .episodes import EpisodeSampler, Episodes, fixed_episodes, split_classes
+from .episodes import ClassSplit, EpisodeSampler, Episodes, fixed_episodes, split_classes
+from .imagesets import SPECS as IMAGESET_SPECS, ImageSet, load_imageset
 from .omniglot import OmniglotDataset, load_omniglot, resize_ink
 
 Tensor = torch.Tensor
@@ -55,7 +69,9 @@ Params = dict[str, Tensor]
 GRADIENT_METHODS = ("maml", "fomaml", "hfmaml", "reptile", "anil", "imaml")
 METRIC_METHODS = ("protonet", "ridge")
 METHODS = GRADIENT_METHODS + METRIC_METHODS
-DATASETS = ("omniglot",)
+DATASETS = ("omniglot", "miniimagenet", "fc100", "cifarfs")
+#: ``--dataset`` name -> :func:`convtheory.fewshot.load_imageset` name, for the colour benchmarks.
+IMAGESETS = {"miniimagenet": "miniimagenet", "fc100": "fc100", "cifarfs": "cifar-fs"}
 COMPILE = ("auto", "always", "never")
 CHECKPOINT_FORMAT = "convtheory-fewshot"
 
@@ -73,6 +89,31 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "ridge": dict(meta_batch=8, inner_steps=0, inner_lr=0.0),
 }
 
+#: Method defaults on the colour benchmarks, where they differ from :data:`METHOD_DEFAULTS`: Finn et al.'s
+#: miniImageNet MAML (B = 4, N = 5, alpha = 0.01, 10 steps at test time), for its first-order and ANIL variants
+#: too; Reptile and iMAML the same small step with longer adaptation at test time.
+IMAGESET_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "maml": dict(meta_batch=4, inner_steps=5, inner_lr=0.01, eval_steps=10),
+    "fomaml": dict(meta_batch=4, inner_steps=5, inner_lr=0.01, eval_steps=10),
+    "hfmaml": dict(meta_batch=4, inner_steps=5, inner_lr=0.01, eval_steps=10),
+    "anil": dict(meta_batch=4, inner_steps=5, inner_lr=0.01, eval_steps=10),
+    "reptile": dict(meta_batch=4, inner_steps=5, inner_lr=0.01, eval_steps=50),
+    "imaml": dict(meta_batch=4, inner_steps=5, inner_lr=0.01, eval_steps=10),
+}
+
+#: Per-dataset defaults of the config fields left as None: image side, Conv-4 pooling, input channels, and Conv-4
+#: filters for (optimisation-based, metric) methods.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "omniglot": dict(image_size=28, pool="stride", channels=1, hidden=(64, 64), rotations=True),
+    **{name: dict(image_size=IMAGESET_SPECS[spec].size, pool="max", channels=3, hidden=(32, 64), rotations=False)
+       for name, spec in IMAGESETS.items()},
+}
+
+
+def dataset_channels(dataset: str) -> int:
+    """Input channels of ``dataset``'s images (1 for Omniglot, 3 for the colour benchmarks)."""
+    return DATASET_DEFAULTS[check_choice("dataset", dataset, DATASETS)]["channels"]
+
 
 # ================================================================================================== config
 @dataclass(frozen=True)
@@ -84,9 +125,14 @@ class FewShotConfig:
     ``meta_batch`` B tasks per step, ``outer_lr`` beta (Adam), ``iterations`` steps or ``time_limit`` seconds of
     training, whichever ends first. Inner loop: ``inner_steps`` N, ``inner_lr`` alpha, ``eval_steps`` at test time
     (default N; Reptile 20), iMAML's ``lam`` and ``cg_steps`` Q (lam is also the ridge head's initial lambda).
-    Backbone: ``backbone`` (conv4 / resnet12), ``hidden`` filters and ``pool`` for conv4. Data: ``split`` fractions of
-    characters for train / val / test (seeded by ``split_seed``), ``rotations`` adds 90/180/270-degree rotations as
-    classes. ``compile``: the meta-gradient compile policy ("auto": from the second step on).
+    Backbone: ``backbone`` (conv4 / resnet12), ``hidden`` filters and ``pool`` for conv4. Data: ``dataset``
+    (:data:`DATASETS`); for Omniglot ``split`` fractions of characters for train / val / test (seeded by
+    ``split_seed``) and ``rotations`` (add 90/180/270-degree rotations as classes); the colour benchmarks use their
+    files' class split and take no rotations. ``image_size``, ``pool``, ``hidden`` and ``rotations`` left as None
+    take the dataset's defaults (:data:`DATASET_DEFAULTS`: Omniglot 28 / stride / 64 / rotations; miniImageNet 84,
+    FC100 and CIFAR-FS 32, max-pool, 32 filters for the optimisation-based methods and 64 for the metric ones)
+    when the config is made, so a config always holds concrete values. ``compile``: the meta-gradient compile
+    policy ("auto": from the second step on).
     """
 
     method: str = "maml"
@@ -97,8 +143,8 @@ class FewShotConfig:
     train_queries: int | None = None
     train_ways: int | None = None
     backbone: str = "conv4"
-    hidden: int = 64
-    pool: str = "stride"
+    hidden: int | None = None
+    pool: str | None = None
     meta_batch: int | None = None
     inner_steps: int | None = None
     inner_lr: float | None = None
@@ -114,8 +160,8 @@ class FewShotConfig:
     seed: int = 0
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     split_seed: int = 0
-    image_size: int = 28
-    rotations: bool = True
+    image_size: int | None = None
+    rotations: bool | None = None
     device: str = "cpu"
     compile: str = "auto"
     log_every: int = 10
@@ -123,6 +169,15 @@ class FewShotConfig:
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
         check_choice("dataset", self.dataset, DATASETS)
+        d = DATASET_DEFAULTS[self.dataset]
+        for name in ("image_size", "pool", "rotations"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, d[name])
+        if self.hidden is None:
+            object.__setattr__(self, "hidden", d["hidden"][self.method in METRIC_METHODS])
+        if self.rotations and self.dataset != "omniglot":
+            raise InvalidArgumentError(f"rotations = True is invalid for dataset {self.dataset!r}: rotated classes "
+                                       "apply to omniglot only")
         check_choice("backbone", self.backbone, BACKBONES)
         check_choice("pool", self.pool, POOLS)
         check_choice("compile", self.compile, COMPILE)
@@ -162,7 +217,8 @@ class FewShotConfig:
 
     def resolved(self) -> "FewShotConfig":
         """The config with every None replaced by its method default (:data:`METHOD_DEFAULTS`)."""
-        d = METHOD_DEFAULTS[self.method]
+        d = {**METHOD_DEFAULTS[self.method],
+             **(IMAGESET_METHOD_DEFAULTS.get(self.method, {}) if self.dataset in IMAGESETS else {})}
         N = d["inner_steps"] if self.inner_steps is None else self.inner_steps
         return dataclasses.replace(
             self,
@@ -193,10 +249,13 @@ class FewShotConfig:
 
 
 # ================================================================================================ models
-def build_backbone(cfg: FewShotConfig, in_channels: int = 1):
+def build_backbone(cfg: FewShotConfig, in_channels: int | None = None):
     """The backbone of ``cfg``: a head of ``ways`` outputs for the optimisation-based methods, none (features
-    only) for the metric methods, which also use the fused batch-norm kernel (they take no second derivative)."""
+    only) for the metric methods, which also use the fused batch-norm kernel (they take no second derivative).
+    ``in_channels``: default the dataset's (1 for Omniglot, 3 for the colour benchmarks)."""
     metric = cfg.method in METRIC_METHODS
+    if in_channels is None:
+        in_channels = dataset_channels(cfg.dataset)
     n_out = 0 if metric else cfg.ways
     if cfg.backbone == "conv4":
         return make_backbone("conv4", in_channels=in_channels, hidden=cfg.hidden, n_out=n_out, pool=cfg.pool,
@@ -351,9 +410,9 @@ class EvalResult:
         return float(1.96 * self.accuracies.std() / math.sqrt(self.n)) if self.n else float("nan")
 
 
-def evaluate(cfg: FewShotConfig, net, params: Params, dataset: OmniglotDataset, classes: Tensor, *,
-             episodes: int | None = None, seed: int | None = None, device=None, progress: bool = False,
-             desc: str = "evaluate") -> EvalResult:
+def evaluate(cfg: FewShotConfig, net, params: Params, dataset: OmniglotDataset | FewShotImageSet,
+             classes: Tensor, *, episodes: int | None = None, seed: int | None = None, device=None,
+             progress: bool = False, desc: str = "evaluate") -> EvalResult:
     """Accuracy on ``episodes`` fixed ``ways``-way ``shots``-shot tasks drawn (seed ``cfg.eval_seed``) from
     ``classes``; tasks run ``cfg.eval_batch`` at a time, vectorised with vmap."""
     count = cfg.eval_episodes if episodes is None else episodes
@@ -403,9 +462,109 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def load_dataset(cfg: FewShotConfig, root: str | os.PathLike) -> OmniglotDataset:
-    """The data set of ``cfg`` read from ``root`` (never downloaded)."""
+# =========================================================================================== colour data
+@dataclass(frozen=True, eq=False)
+class FewShotImageSet(ImageSet):
+    """The train and test splits of a colour benchmark as one data set, with their class split.
+
+    The interface of :class:`~convtheory.fewshot.omniglot.OmniglotDataset` that the samplers and :func:`train` use
+    (``images`` (n, 3, H, W), ``labels`` in 0..C-1 grouped by class, ``classes``, ``num_classes``,
+    ``class_index()``), plus ``class_split``: the training split's classes are ``0..C_train-1``
+    (``class_split.train``), the test split's the next ``C_test`` (``class_split.test``; ``val`` is empty: that
+    split is not read). ``mean`` and ``std``: the per-channel statistics of the training split's pixels (in [0, 1])
+    that normalised ``images``; ``split`` is "train+test"; ``form`` the file forms read ("train form/test form").
+    """
+
+    class_split: ClassSplit | None = None
+
+
+def _pixel_stats(images: Tensor, chunk: int = 512) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population standard deviation of (n, C, H, W) ``images``, accumulated in float64."""
+    c = images.shape[1]
+    s1 = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, images.shape[0], chunk):
+        x = images[i:i + chunk].to(torch.float64)
+        s1 += x.sum(dim=(0, 2, 3))
+        s2 += x.square().sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = s1 / count
+    std = (s2 / count - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))  # a constant channel is centred, not scaled
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def load_imageset_data(dataset: str, root: str | os.PathLike, *, image_size: int | None = None,
+                       cache_dir: str | os.PathLike | None = None) -> FewShotImageSet:
+    """The train and test splits of ``dataset`` ("miniimagenet", "fc100", "cifarfs") from the folder ``root``, in
+    any form :func:`convtheory.fewshot.load_imageset` reads, as one :class:`FewShotImageSet`.
+
+    Images are resized to ``image_size`` (default the benchmark's: 84 or 32) and normalised per channel,
+    ``(pixels / 255 - mean) / std``, with the mean and standard deviation of the training split's pixels.
+    ``cache_dir``: keep decoded CSV / folder sources there (see :func:`load_imageset`).
+
+    Raises InvalidArgumentError (one line, naming the value) for an unknown dataset, a ``root`` that is a file,
+    a missing split or a wrongly laid-out one (the file-form errors of :func:`load_imageset`), and splits that
+    share named classes.
+    """
+    name = IMAGESETS[check_choice("dataset", dataset, IMAGESETS)]
+    path = Path(root)
+    if path.is_file():
+        raise InvalidArgumentError(f"root {str(path)!r} is a file; {dataset} needs the folder holding its train and "
+                                   f"test splits")
+    parts = [load_imageset(name, path, split, size=image_size, normalize=False, cache_dir=cache_dir)
+             for split in ("train", "test")]
+    train_set, test_set = parts
+    shared = sorted(set(train_set.classes) & set(test_set.classes))
+    if shared and not all(c.lstrip("-").isdigit() for c in shared):  # integer labels may be numbered per split
+        raise InvalidArgumentError(f"{str(path)!r}: the train and test splits of {dataset} share classes "
+                                   f"{shared[:5]}{' ...' if len(shared) > 5 else ''}; their classes must be disjoint")
+    n_train, c_train, c_test = len(train_set), train_set.num_classes, test_set.num_classes
+    images = torch.cat([train_set.images, test_set.images])
+    labels = torch.cat([train_set.labels, test_set.labels + c_train])
+    classes = train_set.classes + test_set.classes
+    sources = train_set.sources + test_set.sources
+    form = f"{train_set.form}/{test_set.form}"
+    del parts, train_set, test_set
+    mean, std = _pixel_stats(images[:n_train])
+    m = torch.tensor(mean, dtype=images.dtype).reshape(-1, 1, 1)
+    sd = torch.tensor(std, dtype=images.dtype).reshape(-1, 1, 1)
+    for i in range(0, images.shape[0], 2048):  # in place, chunk by chunk: no second copy of the images
+        images[i:i + 2048].sub_(m).div_(sd)
+    split = ClassSplit(torch.arange(c_train), torch.zeros(0, dtype=torch.int64),
+                       torch.arange(c_train, c_train + c_test))
+    return FewShotImageSet(images=images, labels=labels, classes=classes, mean=mean, std=std, name=dataset,
+                           split="train+test", form=form, sources=sources, class_split=split)
+
+
+def load_dataset(cfg: FewShotConfig, root: str | os.PathLike,
+                 cache_dir: str | os.PathLike | None = None) -> OmniglotDataset | FewShotImageSet:
+    """The data set of ``cfg`` read from ``root`` (never downloaded): Omniglot (``cfg.image_size``,
+    ``cfg.rotations``) or a colour benchmark's train and test splits (:func:`load_imageset_data`)."""
+    if cfg.dataset in IMAGESETS:
+        return load_imageset_data(cfg.dataset, root, image_size=cfg.image_size, cache_dir=cache_dir)
     return load_omniglot(root, size=cfg.image_size, rotations=cfg.rotations)
+
+
+def dataset_split(cfg: FewShotConfig, dataset) -> ClassSplit:
+    """The train / val / test classes of ``dataset``: the split it carries (the colour benchmarks' files), else
+    Omniglot's seeded random split of characters (``cfg.split``, ``cfg.split_seed``)."""
+    given = getattr(dataset, "class_split", None)
+    if given is not None:
+        return given
+    if cfg.dataset in IMAGESETS:
+        raise InvalidArgumentError(f"dataset {cfg.dataset!r} needs its train and test splits as one data set with "
+                                   "their class split; load it with load_dataset(cfg, root)")
+    return split_classes(dataset, cfg.split, seed=cfg.split_seed)
+
+
+def _check_channels(cfg: FewShotConfig, dataset) -> None:
+    images = dataset.images
+    have = int(images.shape[1]) if images.dim() == 4 else 1
+    want = dataset_channels(cfg.dataset)
+    if have != want:
+        raise InvalidArgumentError(f"dataset = {cfg.dataset!r} expects {want}-channel images, but the data given "
+                                   f"have {have} channels")
 
 
 def _sync(device: torch.device) -> None:
@@ -413,7 +572,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train(cfg: FewShotConfig, dataset: OmniglotDataset, *, progress: bool = True,
+def train(cfg: FewShotConfig, dataset: OmniglotDataset | FewShotImageSet, *, progress: bool = True,
           params: Params | None = None) -> TrainResult:
     """Meta-train ``cfg.method`` on the training classes of ``dataset``, then evaluate on the test classes.
 
@@ -424,12 +583,13 @@ def train(cfg: FewShotConfig, dataset: OmniglotDataset, *, progress: bool = True
     """
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
-    split = split_classes(dataset, cfg.split, seed=cfg.split_seed)
+    _check_channels(cfg, dataset)
+    split = dataset_split(cfg, dataset)
     if len(split.train) < cfg.train_ways:
         raise InvalidArgumentError(f"train_ways = {cfg.train_ways} exceeds the {len(split.train)} training classes")
     sampler = EpisodeSampler(dataset, cfg.train_ways, cfg.shots, cfg.train_queries, seed=cfg.seed,
                              classes=split.train, device=device)
-    net = build_backbone(cfg, in_channels=1)
+    net = build_backbone(cfg)
     theta = init_params(cfg, net, device) if params is None else {k: v.to(device) for k, v in params.items()}
     theta = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}
     opt = torch.optim.Adam(list(theta.values()), lr=cfg.outer_lr)
@@ -557,6 +717,9 @@ def checkpoint_scorer(path: str | os.PathLike) -> Callable[[Tensor, Tensor], Ten
     body (the NIL rule of Raghu et al. 2020, THEORY.md §6).
     """
     cfg, params, _ = load_checkpoint(path)
+    if cfg.dataset != "omniglot":
+        raise InvalidArgumentError(f"checkpoint {str(path)!r} was trained on {cfg.dataset}; the 20 official one-shot "
+                                   "runs are Omniglot characters and need an omniglot model")
     cfg = cfg.resolved()
     net = build_backbone(cfg, in_channels=1)
 
