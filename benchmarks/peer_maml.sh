@@ -13,7 +13,7 @@ PY=${PY:-.venv/bin/python}
 [ -f "$HARNESS" ] || { echo "peer harness not found at $HARNESS (set HARNESS=...)" >&2; exit 2; }
 IMPLS="func-vmap+ag func-compile convtheory"
 if [ -x "$HOME/.cache/peers-venv/bin/python" ] && [ "${WITH_PEERS:-0}" = 1 ]; then
-  PY="$HOME/.cache/peers-venv/bin/python"; IMPLS="$IMPLS jax-jit torchopt-meta"
+  PY="$HOME/.cache/peers-venv/bin/python"; IMPLS="$IMPLS jax-jit torchopt-meta higher"
   PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"; export PYTHONPATH
 fi
 mkdir -p benchmarks/results
