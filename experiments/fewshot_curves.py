@@ -168,7 +168,7 @@ def train_curve(cfg, dataset, *, val_episodes: int = 100, val_every: int | None 
     import torch
 
     from convtheory.fewshot.episodes import EpisodeSampler, split_classes
-    from convtheory.fewshot.train import (EvalResult, build_backbone, evaluate, init_params, make_step,
+    from convtheory.fewshot.train import (EvalResult, build_backbone, evaluate, init_params, make_step, outer_step,
                                           resolve_device)
 
     cfg = cfg.resolved()
@@ -209,12 +209,8 @@ def train_curve(cfg, dataset, *, val_episodes: int = 100, val_every: int | None 
     it = 0
     for it in range(1, cfg.iterations + 1):
         t0 = time.perf_counter()
-        ep = sampler.sample(cfg.meta_batch)
         want = it == 1 or it % cfg.log_every == 0 or it == cfg.iterations
-        direction, stats = step({k: v.detach() for k, v in theta.items()}, ep, want)
-        for k, v in theta.items():
-            v.grad = direction[k]
-        opt.step()
+        stats = outer_step(step, sampler, theta, opt, cfg.meta_batch, want)
         sync()
         if want:
             loss, acc = float(stats["loss"]), float(stats["acc"])

@@ -572,6 +572,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def outer_step(step: Callable, sampler, theta: Params, opt, meta_batch: int, want_stats: bool) -> dict:
+    """One meta-training step: draw ``meta_batch`` tasks, put the meta-gradient of ``step`` in the parameters'
+    ``.grad``, take one optimiser step; returns the step's stats (loss, accuracy when asked)."""
+    ep = sampler.sample(meta_batch)
+    direction, stats = step({k: v.detach() for k, v in theta.items()}, ep, want_stats)
+    for k, v in theta.items():
+        v.grad = direction[k]
+    opt.step()
+    return stats
+
+
 def train(cfg: FewShotConfig, dataset: OmniglotDataset | FewShotImageSet, *, progress: bool = True,
           params: Params | None = None) -> TrainResult:
     """Meta-train ``cfg.method`` on the training classes of ``dataset``, then evaluate on the test classes.
@@ -608,12 +619,8 @@ def train(cfg: FewShotConfig, dataset: OmniglotDataset | FewShotImageSet, *, pro
     t_loop = time.perf_counter()
     for it in range(1, cfg.iterations + 1):
         t0 = time.perf_counter()
-        ep = sampler.sample(cfg.meta_batch)
         want = it == 1 or it % cfg.log_every == 0 or it == cfg.iterations
-        direction, stats = step({k: v.detach() for k, v in theta.items()}, ep, want)
-        for k, v in theta.items():
-            v.grad = direction[k]
-        opt.step()
+        stats = outer_step(step, sampler, theta, opt, cfg.meta_batch, want)
         _sync(device)
         times.append(time.perf_counter() - t0)
         if want:
